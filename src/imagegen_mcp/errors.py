@@ -1,0 +1,191 @@
+"""Every failure an agent can see, as one exception hierarchy with a structured payload.
+
+Each error carries a stable ``code``, a message written for the model that will read it, the steps a person
+can follow to fix it (``remediation``), whether trying again may help (``retryable``) and, once the service
+has run a plan, every candidate it tried (``attempts``). Whether an error lets the service move on to the
+next candidate is decided here, in one place (:attr:`ImageGenError.allows_fallback`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    MODEL_NOT_FOUND = "model_not_found"
+    PROVIDER_NOT_FOUND = "provider_not_found"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    NO_PROVIDER_AVAILABLE = "no_provider_available"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    RATE_LIMITED = "rate_limited"
+    CONTENT_BLOCKED = "content_blocked"
+    PROVIDER_TIMEOUT = "provider_timeout"
+    PROVIDER_ERROR = "provider_error"
+    CANCELLED = "cancelled"
+    OUT_OF_MEMORY = "out_of_memory"
+    INTERNAL_ERROR = "internal_error"
+
+
+AttemptOutcome = Literal["succeeded", "failed", "skipped"]
+
+
+class Attempt(BaseModel):
+    """One candidate of a plan and what became of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    model: str
+    outcome: AttemptOutcome
+    code: ErrorCode | None = None
+    reason: str | None = None
+    elapsed_ms: int | None = None
+
+
+class ErrorPayload(BaseModel):
+    """The structured content of an error tool result."""
+
+    code: ErrorCode
+    message: str
+    provider: str | None = None
+    model: str | None = None
+    remediation: list[str] = Field(default_factory=list)
+    retryable: bool = False
+    retry_after_s: float | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ImageGenError(Exception):
+    """Base of every error that reaches an agent as a structured tool result."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
+    default_retryable: ClassVar[bool] = False
+    #: Whether the service may try the next candidate after this error (DESIGN rule 4).
+    triggers_fallback: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        remediation: Iterable[str] = (),
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
+        attempts: Sequence[Attempt] = (),
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.model = model
+        self.remediation = list(remediation)
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.retry_after_s = retry_after_s
+        self.attempts = list(attempts)
+        self.details = dict(details or {})
+
+    @property
+    def allows_fallback(self) -> bool:
+        return self.triggers_fallback
+
+    def to_payload(self) -> ErrorPayload:
+        return ErrorPayload(
+            code=self.code,
+            message=self.message,
+            provider=self.provider,
+            model=self.model,
+            remediation=self.remediation,
+            retryable=self.retryable,
+            retry_after_s=self.retry_after_s,
+            attempts=self.attempts,
+            details=self.details,
+        )
+
+
+class ConfigError(Exception):
+    """A setting has an invalid value; raised at start so the server never runs misconfigured."""
+
+
+class CatalogError(Exception):
+    """The registered providers contradict each other (a duplicated name or model key)."""
+
+
+class InvalidRequestError(ImageGenError):
+    code = ErrorCode.INVALID_REQUEST
+
+
+class ModelNotFoundError(ImageGenError):
+    code = ErrorCode.MODEL_NOT_FOUND
+
+
+class ProviderNotFoundError(ImageGenError):
+    code = ErrorCode.PROVIDER_NOT_FOUND
+
+
+class ProviderUnavailableError(ImageGenError):
+    code = ErrorCode.PROVIDER_UNAVAILABLE
+    triggers_fallback = True
+
+
+class NoProviderAvailableError(ImageGenError):
+    code = ErrorCode.NO_PROVIDER_AVAILABLE
+
+
+class AuthenticationError(ImageGenError):
+    code = ErrorCode.AUTHENTICATION_FAILED
+    triggers_fallback = True
+
+
+class RateLimitedError(ImageGenError):
+    code = ErrorCode.RATE_LIMITED
+    default_retryable = True
+    triggers_fallback = True
+
+
+class ContentBlockedError(ImageGenError):
+    code = ErrorCode.CONTENT_BLOCKED
+
+
+class ProviderTimeoutError(ImageGenError):
+    code = ErrorCode.PROVIDER_TIMEOUT
+    default_retryable = True
+    triggers_fallback = True
+
+
+class ProviderError(ImageGenError):
+    """A provider failed. Only retryable failures (connection, 5xx) let the service fall back."""
+
+    code = ErrorCode.PROVIDER_ERROR
+
+    @property
+    def allows_fallback(self) -> bool:
+        return self.retryable
+
+
+class GenerationCancelledError(ImageGenError):
+    code = ErrorCode.CANCELLED
+
+
+class OutOfMemoryError(ImageGenError):
+    code = ErrorCode.OUT_OF_MEMORY
+    default_retryable = True
+    triggers_fallback = True
+
+
+class InternalError(ImageGenError):
+    code = ErrorCode.INTERNAL_ERROR
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret (of 4 characters or more) that occurs in ``text``."""
+    for secret in secrets:
+        if len(secret) >= 4 and secret in text:
+            text = text.replace(secret, "***")
+    return text

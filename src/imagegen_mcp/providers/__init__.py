@@ -1,0 +1,1 @@
+"""Image providers. Each module owns its typed model config, its model registry and its availability."""

@@ -1,0 +1,164 @@
+"""Which provider and model serve a request: pure functions of their inputs, no I/O, no globals.
+
+The plan is: the model or provider the request names, else the configured default; then, in ``auto`` mode
+only, every other *available* provider with its default model, in the effective order (``provider_order``
+first, then priority, ties broken by name). ``strict`` never goes past the first candidate. The same inputs
+always give the same plan, whatever order the providers were registered in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from imagegen_mcp.config import FallbackMode
+from imagegen_mcp.errors import InvalidRequestError, ModelNotFoundError, ProviderNotFoundError
+
+
+@dataclass(frozen=True)
+class ProviderState:
+    name: str
+    priority: int
+    default_model: str
+    models: tuple[str, ...]
+    unavailable_reason: str | None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    provider: str
+    model: str
+    #: Why this candidate is in the plan, in words ("requested model", "fallback: priority 2", ...).
+    why: str
+    unavailable_reason: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: FallbackMode
+    candidates: tuple[Candidate, ...]
+
+
+def effective_order(states: Sequence[ProviderState], provider_order: Sequence[str] = ()) -> list[str]:
+    """Provider names in the order fallback visits them: ``provider_order`` first, then priority, then name."""
+    position = {name: index for index, name in enumerate(provider_order)}
+    ranked = sorted(states, key=lambda s: (position.get(s.name, len(position)), s.priority, s.name))
+    return [state.name for state in ranked]
+
+
+def find_provider(states: Sequence[ProviderState], name: str) -> ProviderState:
+    for state in states:
+        if state.name == name:
+            return state
+    known = sorted(state.name for state in states)
+    raise ProviderNotFoundError(
+        f"Unknown provider {name!r}. Known providers: {', '.join(known)}.",
+        provider=name,
+        remediation=["Call list_providers to see every provider and whether it is available"],
+        details={"known_providers": known},
+    )
+
+
+def model_ids(states: Sequence[ProviderState]) -> list[str]:
+    return [f"{state.name}:{key}" for state in sorted(states, key=lambda s: s.name) for key in state.models]
+
+
+def find_model(
+    states: Sequence[ProviderState], ref: str, provider: str | None = None
+) -> tuple[ProviderState, str]:
+    """Look up ``provider:key`` or a bare key; when ``provider`` is given it must own the model."""
+    provider_part, _, key = ref.rpartition(":")
+    if provider_part:
+        owners = [find_provider(states, provider_part)]
+    else:
+        owners = [state for state in states if key in state.models]
+    owners = [state for state in owners if key in state.models]
+    if not owners:
+        available = model_ids(states)
+        raise ModelNotFoundError(
+            f"Unknown model {ref!r}. Available models: {', '.join(available)}.",
+            model=ref,
+            remediation=["Call list_models to see every model with its capabilities"],
+            details={"available_models": available},
+        )
+    owner = owners[0]
+    if provider is not None and provider != owner.name:
+        find_provider(states, provider)
+        raise InvalidRequestError(
+            f"Model {ref!r} belongs to provider {owner.name!r}, not {provider!r}.",
+            provider=provider,
+            model=ref,
+            remediation=[f"Drop 'provider', or pass model '{owner.name}:{key}' without it"],
+        )
+    return owner, key
+
+
+def _candidate(state: ProviderState, model: str, why: str) -> Candidate:
+    return Candidate(state.name, model, why, state.unavailable_reason)
+
+
+def first_candidate(
+    states: Sequence[ProviderState],
+    *,
+    model: str | None,
+    provider: str | None,
+    default_provider: str | None,
+    default_model: str | None,
+    provider_order: Sequence[str],
+) -> Candidate:
+    if model is not None:
+        state, key = find_model(states, model, provider)
+        return _candidate(state, key, "requested model")
+    if provider is not None:
+        state = find_provider(states, provider)
+        if default_model is not None:
+            default_state, default_key = find_model(states, default_model)
+            if default_state.name == state.name:
+                return _candidate(state, default_key, "requested provider, configured default model")
+        return _candidate(state, state.default_model, "requested provider's default model")
+    if default_model is not None:
+        state, key = find_model(states, default_model)
+        return _candidate(state, key, "configured default model")
+    if default_provider is not None:
+        state = find_provider(states, default_provider)
+        return _candidate(state, state.default_model, "configured default provider")
+    if not states:
+        raise ProviderNotFoundError("No provider is registered.", remediation=["Reinstall imagegen-mcp"])
+    head = find_provider(states, effective_order(states, provider_order)[0])
+    return _candidate(head, head.default_model, "first provider in the effective order")
+
+
+def plan(
+    states: Sequence[ProviderState],
+    *,
+    mode: FallbackMode,
+    model: str | None = None,
+    provider: str | None = None,
+    default_provider: str | None = None,
+    default_model: str | None = None,
+    provider_order: Sequence[str] = (),
+) -> Plan:
+    first = first_candidate(
+        states,
+        model=model,
+        provider=provider,
+        default_provider=default_provider,
+        default_model=default_model,
+        provider_order=provider_order,
+    )
+    candidates = [first]
+    if mode == "auto":
+        by_name = {state.name: state for state in states}
+        for rank, name in enumerate(effective_order(states, provider_order), start=1):
+            state = by_name[name]
+            if name != first.provider and state.available:
+                candidates.append(_candidate(state, state.default_model, f"fallback (order {rank})"))
+    return Plan(mode=mode, candidates=tuple(candidates))

@@ -1,0 +1,157 @@
+"""Where generated images live: one output root, server-chosen names, atomic writes, previews, provenance.
+
+Provenance goes into the PNG itself as an ``iTXt`` chunk spliced into the byte stream, so a PNG from a
+provider is never decoded and re-encoded just to carry metadata. Only the preview is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import secrets
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from imagegen_mcp.config import PreviewFormat
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PROVENANCE_KEYWORD = b"imagegen-mcp"
+IMAGE_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+URI_PREFIX = "imagegen://images/"
+PREVIEW_MIME = {"webp": "image/webp", "jpeg": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    id: str
+    path: Path
+    uri: str
+    mime_type: str
+    width: int
+    height: int
+    size_bytes: int
+    preview: bytes
+    preview_mime_type: str
+    preview_width: int
+    preview_height: int
+
+
+def new_image_id(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def with_png_text(png: bytes, keyword: bytes, text: str) -> bytes:
+    """Insert an uncompressed ``iTXt`` chunk right after ``IHDR`` (which is always first and 25 bytes)."""
+    if not png.startswith(PNG_SIGNATURE) or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG stream")
+    end_of_ihdr = 8 + 25
+    itxt = _chunk(b"iTXt", keyword + b"\x00\x00\x00\x00\x00" + text.encode("utf-8"))
+    return png[:end_of_ihdr] + itxt + png[end_of_ihdr:]
+
+
+def read_png_text(png: bytes, keyword: bytes = PROVENANCE_KEYWORD) -> str | None:
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(png):
+        length, kind = struct.unpack(">I4s", png[offset : offset + 8])
+        data = png[offset + 8 : offset + 8 + length]
+        if kind == b"iTXt" and data.startswith(keyword + b"\x00"):
+            return data[len(keyword) + 5 :].decode("utf-8")
+        if kind == b"IDAT":
+            return None
+        offset += 12 + length
+    return None
+
+
+def _as_png(data: bytes) -> tuple[bytes, Image.Image | None]:
+    """PNG bytes as they are; anything else converted once (the stored format is always PNG)."""
+    if data.startswith(PNG_SIGNATURE):
+        return data, None
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue(), image
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, flush it to disk, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ImageStore:
+    def __init__(self, root: Path, preview_max_px: int, preview_format: PreviewFormat) -> None:
+        self.root = root
+        self.preview_max_px = preview_max_px
+        self.preview_format = preview_format
+
+    def path_for(self, image_id: str) -> Path:
+        if not IMAGE_ID_PATTERN.match(image_id):
+            raise FileNotFoundError(image_id)
+        return self.root / f"{image_id}.png"
+
+    def save(self, data: bytes, provenance: dict[str, Any]) -> StoredImage:
+        """Store one image with its provenance and make its preview. Blocking: run it in a worker thread."""
+        png, decoded = _as_png(data)
+        image_id = new_image_id()
+        path = self.path_for(image_id)
+        record = {"id": image_id, **provenance}
+        png = with_png_text(png, PROVENANCE_KEYWORD, json.dumps(record, separators=(",", ":")))
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, png)
+        image = decoded or Image.open(io.BytesIO(png))
+        width, height = image.size
+        preview, preview_size = self._preview(image)
+        return StoredImage(
+            id=image_id,
+            path=path,
+            uri=URI_PREFIX + image_id,
+            mime_type="image/png",
+            width=width,
+            height=height,
+            size_bytes=len(png),
+            preview=preview,
+            preview_mime_type=PREVIEW_MIME[self.preview_format],
+            preview_width=preview_size[0],
+            preview_height=preview_size[1],
+        )
+
+    def _preview(self, image: Image.Image) -> tuple[bytes, tuple[int, int]]:
+        """A small WebP or JPEG of ``image`` (resized in place) for the agent's context."""
+        limit = self.preview_max_px
+        if max(image.size) > limit:
+            # reducing_gap: a cheap integer reduce() first, then a short high-quality resample.
+            image.thumbnail((limit, limit), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        buffer = io.BytesIO()
+        if self.preview_format == "webp":
+            image.save(buffer, format="WEBP", quality=75, method=2)
+        else:
+            image.save(buffer, format="JPEG", quality=80, optimize=True)
+        return buffer.getvalue(), image.size
+
+    def read(self, image_id: str) -> bytes:
+        return self.path_for(image_id).read_bytes()
