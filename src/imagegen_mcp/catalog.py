@@ -37,8 +37,7 @@ class Catalog:
                 raise CatalogError(f"two providers are named {name!r}")
             if provider.info.default_model not in provider.models:
                 raise CatalogError(
-                    f"provider {name!r} names default model {provider.info.default_model!r}, which it does not "
-                    "define"
+                    f"provider {name!r} names default model {provider.info.default_model!r}, which it does not define"
                 )
             for key in provider.models:
                 if key in owners:

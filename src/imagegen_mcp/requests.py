@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imagegen_mcp.errors import InvalidRequestError
 from imagegen_mcp.providers.base import GenerationRequest, ModelConfig
 
 MAX_SEED = 2**31 - 1
 _N = TypeVar("_N", int, float)
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ImageRequest(BaseModel):
@@ -27,11 +28,11 @@ class ImageRequest(BaseModel):
         None,
         description="Model id as 'provider:key' (see list_models), or a bare key. Omit to use the default.",
     )
-    provider: str | None = Field(
-        None, description="Provider name (see list_providers). Omit to let the server choose."
-    )
+    provider: str | None = Field(None, description="Provider name (see list_providers). Omit to let the server choose.")
     negative_prompt: str | None = Field(
-        None, max_length=2000, description="What to keep out of the image (ignored by models without support)."
+        None,
+        max_length=2000,
+        description="What to keep out of the image (ignored by models without support).",
     )
     width: int | None = Field(None, ge=64, le=4096, description="Width in pixels. Omit for the model's default.")
     height: int | None = Field(None, ge=64, le=4096, description="Height in pixels. Omit for the model's default.")
@@ -40,14 +41,15 @@ class ImageRequest(BaseModel):
         pattern=r"^[1-9][0-9]?:[1-9][0-9]?$",
         description="Aspect ratio 'W:H' such as '16:9', instead of width/height.",
     )
-    steps: int | None = Field(
-        None, ge=1, le=150, description="Denoising steps. Omit: each model has a tuned default."
-    )
+    steps: int | None = Field(None, ge=1, le=150, description="Denoising steps. Omit: each model has a tuned default.")
     guidance_scale: float | None = Field(
         None, ge=0, le=30, description="Prompt guidance (CFG). Omit: each model has a tuned default."
     )
     seed: int | None = Field(
-        None, ge=0, le=MAX_SEED, description="Seed for reproducible results. Omit for a random one (reported)."
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed for reproducible results. Omit for a random one (reported).",
     )
     count: int = Field(1, ge=1, le=4, description="Number of images, 1-4.")
     fallback: Literal["auto", "strict"] | None = Field(
@@ -115,9 +117,7 @@ def fit_request(
                 ],
             )
         scale = model.max_resolution / longest
-        adjustments.append(
-            f"size {width}x{height} scaled to fit {model_id} (longest side {model.max_resolution}px)"
-        )
+        adjustments.append(f"size {width}x{height} scaled to fit {model_id} (longest side {model.max_resolution}px)")
         width, height = int(width * scale), int(height * scale)
     fitted_w = _round_to(width, model.size_multiple, model.max_resolution)
     fitted_h = _round_to(height, model.size_multiple, model.max_resolution)
@@ -165,3 +165,19 @@ def _tuned(
         return asked
     adjustments.append(f"{name} {asked} -> {default}: fallback model {model_id} is tuned for {default}")
     return default
+
+
+def parse_arguments(model: type[_M], arguments: dict[str, Any]) -> _M:
+    """Validate tool arguments, turning every problem into one structured ``invalid_request`` error."""
+    try:
+        return model.model_validate(arguments)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc']) or 'arguments'}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors(include_url=False)
+        ]
+        raise InvalidRequestError(
+            "Invalid arguments: " + "; ".join(problems),
+            remediation=["Correct the arguments listed above; the tool's input schema gives every limit"],
+            details={"errors": problems},
+        ) from None

@@ -71,9 +71,7 @@ def model_ids(states: Sequence[ProviderState]) -> list[str]:
     return [f"{state.name}:{key}" for state in sorted(states, key=lambda s: s.name) for key in state.models]
 
 
-def find_model(
-    states: Sequence[ProviderState], ref: str, provider: str | None = None
-) -> tuple[ProviderState, str]:
+def find_model(states: Sequence[ProviderState], ref: str, provider: str | None = None) -> tuple[ProviderState, str]:
     """Look up ``provider:key`` or a bare key; when ``provider`` is given it must own the model."""
     provider_part, _, key = ref.rpartition(":")
     if provider_part:

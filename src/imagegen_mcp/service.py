@@ -94,8 +94,7 @@ class ImageService:
         """Settings that name providers or models must name real ones: fail at start, not per request."""
         states = self.catalog.states()
         checks: list[tuple[str, str, str]] = [
-            ("IMAGEGEN_DEFAULT_PROVIDER", "provider", name)
-            for name in filter(None, [self.settings.default_provider])
+            ("IMAGEGEN_DEFAULT_PROVIDER", "provider", name) for name in filter(None, [self.settings.default_provider])
         ]
         checks += [("IMAGEGEN_PROVIDER_ORDER", "provider", name) for name in self.settings.provider_order]
         checks += [("IMAGEGEN_DEFAULT_MODEL", "model", ref) for ref in filter(None, [self.settings.default_model])]
@@ -122,6 +121,10 @@ class ImageService:
             default_model=self.settings.default_model,
             provider_order=self.settings.provider_order,
         )
+
+    def next_candidate(self) -> resolver.Candidate | None:
+        """The candidate a plain ``generate_image`` would run first right now, if any is available."""
+        return next((c for c in self.plan().candidates if c.unavailable_reason is None), None)
 
     def effective_order(self) -> list[str]:
         return resolver.effective_order(self.catalog.states(), self.settings.provider_order)
@@ -204,7 +207,11 @@ class ImageService:
         raise self._exhausted(plan, attempts, failures)
 
     async def _run(
-        self, provider: ImageProvider, candidate: resolver.Candidate, job: GenerationRequest, progress: Progress
+        self,
+        provider: ImageProvider,
+        candidate: resolver.Candidate,
+        job: GenerationRequest,
+        progress: Progress,
     ) -> ProviderResult:
         timeout = provider.timeout_s(self.settings.request_timeout_s)
         try:
@@ -261,9 +268,7 @@ class ImageService:
             "attempts": [attempt.model_dump(mode="json", exclude_none=True) for attempt in result.attempts],
         }
 
-    def _exhausted(
-        self, plan: resolver.Plan, attempts: list[Attempt], failures: list[ImageGenError]
-    ) -> ImageGenError:
+    def _exhausted(self, plan: resolver.Plan, attempts: list[Attempt], failures: list[ImageGenError]) -> ImageGenError:
         if failures:
             last = failures[-1]
             if len(attempts) > 1:

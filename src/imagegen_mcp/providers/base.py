@@ -192,4 +192,3 @@ def registry(*configs: ModelConfig) -> dict[str, ModelConfig]:
     if duplicates:
         raise ValueError(f"model keys defined twice: {', '.join(duplicates)}")
     return {config.key: config for config in configs}
-
