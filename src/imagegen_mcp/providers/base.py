@@ -12,9 +12,9 @@ import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imagegen_mcp.config import Settings
 
@@ -64,6 +64,12 @@ class ModelConfig(BaseModel):
     default_negative_prompt: str | None = None
     #: The aspect ratios a ratio-based model accepts (``W:H``); empty for models that take pixel sizes.
     aspect_ratios: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _defaults_fit(self) -> Self:
+        if max(self.default_width, self.default_height) > self.max_resolution:
+            raise ValueError(f"default size {self.default_width}x{self.default_height} exceeds max_resolution")
+        return self
 
     def capabilities(self) -> ModelCapabilities:
         return ModelCapabilities(

@@ -1,0 +1,71 @@
+"""Helpers for driving the server through a real MCP client."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mcp import StdioServerParameters
+from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Variables a provider could pick up from the developer's machine; subprocesses start without them.
+PROVIDER_VARIABLES = ("RUNWARE_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "FLUX_LOCAL_DEVICE", "IMAGEGEN_CONFIG")
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k not in PROVIDER_VARIABLES and not k.startswith("IMAGEGEN_")}
+    return {**environ, **extra}
+
+
+def write_palette_plugin(folder: Path) -> str:
+    """Register the test provider through the entry-point group, as an installed plugin would be.
+
+    Returns a PYTHONPATH that holds the plugin's metadata and the repository (for ``tests.fakes``).
+    """
+    dist_info = folder / "imagegen_palette_plugin-1.0.dist-info"
+    dist_info.mkdir(parents=True, exist_ok=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: imagegen-palette-plugin\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[imagegen_mcp.providers]\n"
+        "palette = tests.fakes.palette:PaletteProvider\n"
+        "backup = tests.fakes.palette:BackupPaletteProvider\n"
+    )
+    return os.pathsep.join([str(folder), str(REPO)])
+
+
+def stdio_parameters(env: dict[str, str], *args: str) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "imagegen_mcp", *args], env=env, cwd=str(REPO))
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+def assert_image_result(result: CallToolResult, count: int, preview_max_px: int = 512) -> list[dict[str, Any]]:
+    """Check the shape of a successful generate_image result and return its images' structured entries."""
+    assert not result.is_error, text_of(result)
+    structured = result.structured_content
+    assert structured is not None
+    images: list[dict[str, Any]] = structured["images"]
+    assert len(images) == count
+    previews = [block for block in result.content if isinstance(block, ImageContent)]
+    links = [block for block in result.content if isinstance(block, ResourceLink)]
+    assert len(previews) == len(links) == count
+    for image, preview, link in zip(images, previews, links, strict=True):
+        assert Path(image["path"]).is_file()
+        assert Path(image["path"]).is_absolute()
+        assert str(link.uri) == image["uri"]
+        assert link.mime_type == "image/png"
+        decoded = Image.open(io.BytesIO(base64.b64decode(preview.data)))
+        assert max(decoded.size) <= preview_max_px
+        assert preview.mime_type in ("image/webp", "image/jpeg")
+    # Base64 only lives in the preview blocks: never in text or structured content.
+    assert "iVBOR" not in text_of(result) and "iVBOR" not in str(structured)
+    return images

@@ -1,0 +1,93 @@
+"""The resolver as a table: same inputs, same plan, whatever order the providers arrive in."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from imagegen_mcp.errors import ErrorCode, ImageGenError
+from imagegen_mcp.resolver import ProviderState, effective_order, plan
+
+RUNWARE = ProviderState("runware", 1, "juggernaut_pro", ("juggernaut_pro", "flux_schnell"), None)
+LOCAL = ProviderState("flux_local", 2, "lightning_4step", ("lightning_4step", "juggernaut_xi"), None)
+GEMINI = ProviderState("gemini", 3, "gemini_flash_image", ("gemini_flash_image", "gemini_pro_image"), None)
+
+
+def off(state: ProviderState, reason: str = "key not set") -> ProviderState:
+    return ProviderState(state.name, state.priority, state.default_model, state.models, reason)
+
+
+def tie(state: ProviderState, priority: int) -> ProviderState:
+    return ProviderState(state.name, priority, state.default_model, state.models, state.unavailable_reason)
+
+
+ALL = [RUNWARE, LOCAL, GEMINI]
+
+# (case, states, plan arguments, expected candidates as provider:model)
+CASES: list[tuple[str, list[ProviderState], dict[str, Any], list[str]]] = [
+    ("default is the highest priority", ALL, {}, ["runware:juggernaut_pro", "flux_local:lightning_4step", "gemini:gemini_flash_image"]),
+    ("strict keeps only the first", ALL, {"mode": "strict"}, ["runware:juggernaut_pro"]),
+    ("explicit model first", ALL, {"model": "gemini:gemini_pro_image"}, ["gemini:gemini_pro_image", "runware:juggernaut_pro", "flux_local:lightning_4step"]),
+    ("bare model key", ALL, {"model": "juggernaut_xi"}, ["flux_local:juggernaut_xi", "runware:juggernaut_pro", "gemini:gemini_flash_image"]),
+    ("explicit model, strict", ALL, {"model": "flux_schnell", "mode": "strict"}, ["runware:flux_schnell"]),
+    ("explicit provider uses its default model", ALL, {"provider": "gemini"}, ["gemini:gemini_flash_image", "runware:juggernaut_pro", "flux_local:lightning_4step"]),
+    ("model and its own provider", ALL, {"model": "gemini_pro_image", "provider": "gemini", "mode": "strict"}, ["gemini:gemini_pro_image"]),
+    ("configured default provider", ALL, {"default_provider": "flux_local"}, ["flux_local:lightning_4step", "runware:juggernaut_pro", "gemini:gemini_flash_image"]),
+    ("configured default model", ALL, {"default_model": "gemini:gemini_pro_image", "mode": "strict"}, ["gemini:gemini_pro_image"]),
+    ("default model beats default provider", ALL, {"default_model": "juggernaut_xi", "default_provider": "gemini", "mode": "strict"}, ["flux_local:juggernaut_xi"]),
+    ("provider request uses the default model when it is that provider's", ALL, {"provider": "flux_local", "default_model": "juggernaut_xi", "mode": "strict"}, ["flux_local:juggernaut_xi"]),
+    ("unavailable default stays first (its reason is reported), then available ones", [off(RUNWARE), LOCAL, GEMINI], {}, ["runware:juggernaut_pro", "flux_local:lightning_4step", "gemini:gemini_flash_image"]),
+    ("unavailable fallbacks are left out", [RUNWARE, off(LOCAL), GEMINI], {}, ["runware:juggernaut_pro", "gemini:gemini_flash_image"]),
+    ("all unavailable: only the first", [off(RUNWARE), off(LOCAL), off(GEMINI)], {}, ["runware:juggernaut_pro"]),
+    ("all unavailable, strict", [off(RUNWARE), off(LOCAL), off(GEMINI)], {"mode": "strict"}, ["runware:juggernaut_pro"]),
+    ("priority ties are broken by name", [tie(RUNWARE, 1), tie(LOCAL, 1), tie(GEMINI, 1)], {}, ["flux_local:lightning_4step", "gemini:gemini_flash_image", "runware:juggernaut_pro"]),
+    ("provider order overrides priority", ALL, {"provider_order": ("gemini", "flux_local")}, ["gemini:gemini_flash_image", "flux_local:lightning_4step", "runware:juggernaut_pro"]),
+    ("partial provider order: the rest by priority", ALL, {"provider_order": ("gemini",)}, ["gemini:gemini_flash_image", "runware:juggernaut_pro", "flux_local:lightning_4step"]),
+    ("explicit default provider with an order", ALL, {"default_provider": "runware", "provider_order": ("gemini", "flux_local")}, ["runware:juggernaut_pro", "gemini:gemini_flash_image", "flux_local:lightning_4step"]),
+]
+
+
+@pytest.mark.parametrize(("case", "states", "arguments", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_plan_table(case: str, states: list[ProviderState], arguments: dict[str, Any], expected: list[str]) -> None:
+    arguments = {"mode": "auto", **arguments}
+    assert [c.id for c in plan(states, **arguments).candidates] == expected
+
+
+@pytest.mark.parametrize(("case", "states", "arguments", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_plan_ignores_registration_order(
+    case: str, states: list[ProviderState], arguments: dict[str, Any], expected: list[str]
+) -> None:
+    arguments = {"mode": "auto", **arguments}
+    plans = {plan(list(order), **arguments) for order in itertools.permutations(states)}
+    assert len(plans) == 1
+
+
+def test_first_candidate_carries_the_unavailability_reason() -> None:
+    first = plan([off(RUNWARE, "RUNWARE_API_KEY is not set"), LOCAL], mode="auto").candidates[0]
+    assert first.unavailable_reason == "RUNWARE_API_KEY is not set"
+    assert first.why == "first provider in the effective order"
+
+
+def test_effective_order() -> None:
+    assert effective_order(ALL) == ["runware", "flux_local", "gemini"]
+    assert effective_order(ALL, ["gemini"]) == ["gemini", "runware", "flux_local"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "text"),
+    [
+        ({"model": "dall-e-3"}, ErrorCode.MODEL_NOT_FOUND, "runware:juggernaut_pro"),
+        ({"model": "gemini:juggernaut_pro"}, ErrorCode.MODEL_NOT_FOUND, "Available models"),
+        ({"model": "openai:dall-e"}, ErrorCode.PROVIDER_NOT_FOUND, "Known providers"),
+        ({"provider": "openai"}, ErrorCode.PROVIDER_NOT_FOUND, "flux_local, gemini, runware"),
+        ({"model": "juggernaut_pro", "provider": "gemini"}, ErrorCode.INVALID_REQUEST, "belongs to provider 'runware'"),
+    ],
+)
+def test_lookup_errors(arguments: dict[str, Any], code: ErrorCode, text: str) -> None:
+    with pytest.raises(ImageGenError) as caught:
+        plan(ALL, mode="auto", **arguments)
+    assert caught.value.code == code
+    assert text in caught.value.message
+    assert caught.value.remediation
