@@ -54,7 +54,9 @@ async def test_falls_back_for_provider_failures(make_settings: Callable[..., Set
     assert any("steps 30 -> 4" in note for note in result.adjustments)
 
 
-@pytest.mark.parametrize(("failure", "code"), [("blocked", ErrorCode.CONTENT_BLOCKED), ("crash", ErrorCode.INTERNAL_ERROR)])
+@pytest.mark.parametrize(
+    ("failure", "code"), [("blocked", ErrorCode.CONTENT_BLOCKED), ("crash", ErrorCode.INTERNAL_ERROR)]
+)
 async def test_never_falls_back_for_blocks_or_bugs(
     make_settings: Callable[..., Settings], failure: str, code: ErrorCode
 ) -> None:

@@ -27,7 +27,9 @@ def test_png_is_stored_with_provenance_and_without_reencoding(tmp_path: Path) ->
     assert Image.open(io.BytesIO(data)).getpixel((5, 5)) == (7, 40, 40)
 
 
-@pytest.mark.parametrize(("fmt", "mime", "pil_format"), [("webp", "image/webp", "WEBP"), ("jpeg", "image/jpeg", "JPEG")])
+@pytest.mark.parametrize(
+    ("fmt", "mime", "pil_format"), [("webp", "image/webp", "WEBP"), ("jpeg", "image/jpeg", "JPEG")]
+)
 def test_preview_is_small(tmp_path: Path, fmt: str, mime: str, pil_format: str) -> None:
     store = ImageStore(tmp_path, preview_max_px=256, preview_format=fmt)  # type: ignore[arg-type]
     stored = store.save(solid_png(1024, 512, seed=1, channel=1), {})

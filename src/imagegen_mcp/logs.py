@@ -36,6 +36,8 @@ def configure(level: str, secrets: list[str]) -> None:
         ours._imagegen = True  # type: ignore[attr-defined]
         root.addHandler(ours)
     root.setLevel(level)
+    # Pillow logs every PNG chunk at DEBUG; that drowns the server's own debug output.
+    logging.getLogger("PIL").setLevel(max(logging.INFO, root.level))
     for handler in root.handlers:
         handler.filters = [f for f in handler.filters if not isinstance(f, RedactingFilter)]
         handler.addFilter(RedactingFilter(secrets))
