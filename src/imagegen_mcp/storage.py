@@ -139,18 +139,24 @@ class ImageStore:
         )
 
     def _preview(self, image: Image.Image) -> tuple[bytes, tuple[int, int]]:
-        """A small WebP or JPEG of ``image`` (resized in place) for the agent's context."""
+        """A small WebP or JPEG of ``image`` for the agent's context.
+
+        An integer box reduction does most of the shrinking (about 1 ms for 1024 -> 512, against ~17 ms for a
+        full-size Lanczos resample); a bilinear resize from there covers a limit that is not a divisor.
+        """
         limit = self.preview_max_px
+        factor = max(image.size) // limit
+        if factor > 1:
+            image = image.reduce(factor)
         if max(image.size) > limit:
-            # reducing_gap: a cheap integer reduce() first, then a short high-quality resample.
-            image.thumbnail((limit, limit), Image.Resampling.LANCZOS, reducing_gap=2.0)
+            image.thumbnail((limit, limit), Image.Resampling.BILINEAR)
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
         buffer = io.BytesIO()
         if self.preview_format == "webp":
             image.save(buffer, format="WEBP", quality=75, method=2)
         else:
-            image.save(buffer, format="JPEG", quality=80, optimize=True)
+            image.save(buffer, format="JPEG", quality=80)
         return buffer.getvalue(), image.size
 
     def read(self, image_id: str) -> bytes:
