@@ -1,6 +1,6 @@
 """Cold start: spawn over stdio -> initialize -> tools/list answered, imagegen-mcp against a bare MCPServer.
 
-    python -m bench.cold_start [--runs 15]
+python -m bench.cold_start [--runs 15]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ async def main(runs: int) -> None:
         "bare MCPServer": StdioServerParameters(command=sys.executable, args=["-m", "bench.bare_server"], env=env),
     }
     samples: dict[str, list[float]] = {name: [] for name in servers}
-    for name, parameters in servers.items():  # warm the file cache once
+    for parameters in servers.values():  # warm the file cache once
         await time_start(parameters)
     for _ in range(runs):  # interleaved, so drift affects both alike
         for name, parameters in servers.items():

@@ -26,6 +26,7 @@ import json
 import random
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
@@ -128,6 +129,8 @@ class FakeRunwareServer:
     task_error: dict[str, Any] | None = None
     #: Make images with seeds from this value on, whatever the task asked (as models that ignore it do).
     seed_override: int | None = None
+    #: Draws the PNG for (width, height, seed); benchmarks swap in photo-like images.
+    png_factory: Callable[[int, int, int], bytes] = solid_png
 
     # -- what happened --------------------------------------------------------------------------------
     #: Every ``imageInference`` task received, in order.
@@ -289,7 +292,7 @@ class FakeRunwareServer:
 
     def _image(self, task: dict[str, Any], seed: int) -> dict[str, Any]:
         image_uuid = str(uuid.uuid4())
-        png = solid_png(task["width"], task["height"], seed)
+        png = self.png_factory(task["width"], task["height"], seed)
         encoded = base64.b64encode(png).decode("ascii")
         result: dict[str, Any] = {
             "taskType": "imageInference",

@@ -8,6 +8,7 @@ Availability is cheap and local (no network, no heavy import); connecting or loa
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
@@ -180,15 +181,17 @@ class ImageProvider(ABC):
 
 def missing_modules(*modules: str) -> list[str]:
     """The modules of ``modules`` that cannot be imported, found without importing them."""
-    missing = []
-    for module in modules:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(module)
-    return missing
+    return [module for module in modules if not _importable(module)]
+
+
+@functools.cache
+def _importable(module: str) -> bool:
+    """Cached: availability is checked on every request, and installed packages do not change while the
+    server runs (installing an extra needs a restart anyway, to import it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def registry(*configs: ModelConfig) -> dict[str, ModelConfig]:

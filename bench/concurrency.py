@@ -1,0 +1,106 @@
+"""Concurrency: 32 concurrent generate_image calls against a loopback Runware server answering after 200 ms.
+
+    python -m bench.concurrency [--calls 32] [--runs 5]
+
+256x256 images measure multiplexing over the one shared connection (target: all done within 1.5x one call);
+1024x1024 images measure throughput, shown next to the limit the cores allow for the per-image work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import anyio
+from mcp.client import Client
+
+from bench.common import machine, median_ms, table
+from bench.images import photo_like_png
+from bench.runware_fake import API_KEY, fake_runware
+from imagegen_mcp.config import Settings
+from imagegen_mcp.server.app import build_server
+from imagegen_mcp.storage import ImageStore
+
+
+def args(size: int) -> dict[str, object]:
+    return {"prompt": "a lighthouse", "model": "runware:flux_schnell", "width": size, "height": size}
+
+
+async def burst(client: Client, calls: int, size: int) -> float:
+    started = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(calls):
+
+            async def one() -> None:
+                result = await client.call_tool("generate_image", args(size))
+                assert not result.is_error, result.content
+
+            group.start_soon(one)
+    return time.perf_counter() - started
+
+
+def per_image_work_ms(size: int, runs: int = 10) -> float:
+    """The server's CPU work for one image (decode, preview, write), measured alone."""
+    import base64
+
+    png = photo_like_png(size, size)
+    encoded = base64.b64encode(png)
+    store = ImageStore(__import__("pathlib").Path(tempfile.mkdtemp()), 512, "webp")
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        store.save(base64.b64decode(encoded), {"prompt": "x"})
+        samples.append(time.perf_counter() - started)
+    return median_ms(samples)
+
+
+async def main(calls: int, runs: int) -> None:
+    rows: list[list[object]] = []
+    with fake_runware(delay_s=0.2) as (url, pipe):
+        settings = Settings.load(
+            {"RUNWARE_API_KEY": API_KEY, "RUNWARE_URL": url, "IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp()}
+        )
+        async with Client(build_server(settings)) as client:
+            await burst(client, 1, 256)  # connect and warm up
+            single = [await burst(client, 1, 256) for _ in range(runs)]
+            many = [await burst(client, calls, 256) for _ in range(runs)]
+            await burst(client, 4, 1024)
+            big = [await burst(client, calls, 1024) for _ in range(runs)]
+        pipe.send(None)
+        connections = pipe.recv()
+    one_ms, all_ms, big_ms = median_ms(single), median_ms(many), median_ms(big)
+    rows.append(["1 call, 256x256", one_ms, "1.00", ""])
+    rows.append([f"{calls} concurrent calls, 256x256", all_ms, f"{all_ms / one_ms:.2f}", "<= 1.50"])
+    print(
+        table(
+            f"Concurrency over one Runware connection (median of {runs}; {machine()}; connections opened: "
+            f"{connections})",
+            ["burst", "wall ms", "ratio to one call", "target"],
+            rows,
+        )
+    )
+    work = per_image_work_ms(1024)
+    cores = os.cpu_count() or 1
+    print()
+    print(
+        table(
+            f"Throughput, {calls} concurrent calls, 1024x1024",
+            ["measure", "value"],
+            [
+                ["burst wall time (ms)", big_ms],
+                ["images per second", calls / (big_ms / 1000)],
+                ["server work per image, alone (ms)", work],
+                [f"limit for that work on {cores} cores (images/s)", cores * 1000 / work],
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=5)
+    options = parser.parse_args()
+    anyio.run(main, options.calls, options.runs)
