@@ -132,3 +132,27 @@ async def test_aclose_closes_every_provider(make_settings: Callable[..., Setting
     service = service_for(make_settings())
     await service.aclose()
     assert all(getattr(p, "closed", False) for p in service.catalog.providers.values())
+
+
+async def test_progress_only_ever_increases_and_stays_below_done() -> None:
+    from imagegen_mcp.providers.base import Progress
+
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def sink(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    progress = Progress(sink)
+    for message, fraction in [
+        ("queued", None),
+        ("step", 0.5),
+        ("step", 1.0),
+        ("late", 0.2),
+        ("save", 0.99),
+        ("x", None),
+    ]:
+        await progress.update(message, fraction)
+    values = [value for value, _, _ in seen]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert values[-1] < 100 and all(total == 100 for _, total, _ in seen)
+    await Progress().update("no client asked for progress", 0.5)  # no sink: nothing to do, no error

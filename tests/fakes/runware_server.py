@@ -129,6 +129,8 @@ class FakeRunwareServer:
     task_error: dict[str, Any] | None = None
     #: Make images with seeds from this value on, whatever the task asked (as models that ignore it do).
     seed_override: int | None = None
+    #: Offer permessage-deflate (as websockets servers do by default); benchmarks compare without it.
+    compression: bool = True
     #: Draws the PNG for (width, height, seed); benchmarks swap in photo-like images.
     png_factory: Callable[[int, int, int], bytes] = solid_png
 
@@ -188,7 +190,14 @@ class FakeRunwareServer:
     async def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
-        async with serve(self._handle, "127.0.0.1", 0, process_request=self._process_request, max_size=None) as server:
+        async with serve(
+            self._handle,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            max_size=None,
+            compression="deflate" if self.compression else None,
+        ) as server:
             self._port = server.sockets[0].getsockname()[1]
             ready.set()
             await self._stopped

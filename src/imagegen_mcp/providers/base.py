@@ -136,9 +136,10 @@ class Progress:
         self._last = 0.0
 
     async def update(self, message: str, fraction: float | None = None) -> None:
+        """Report ``message`` at ``fraction`` of the work (capped at 0.99: only the result says 'done')."""
         if self._sink is None:
             return
-        value = 100.0 * min(max(fraction, 0.0), 1.0) if fraction is not None else self._last
+        value = 100.0 * min(max(fraction, 0.0), 0.99) if fraction is not None else self._last
         if value <= self._last:
             # Nudge forward without ever reaching 100 before the work is done.
             value = self._last + (100.0 - self._last) * 0.01
