@@ -303,3 +303,18 @@ def test_stdout_carries_only_json_rpc_while_generating_over_stdio(
     assert (image["width"], image["height"], image["seed"]) == (128, 192, 9)
     assert Image.open(image["path"]).size == (128, 192)
     assert "Loading pipeline components" in stderr  # diffusers' loading bar went to stderr
+
+
+async def test_list_models_marks_a_model_whose_weights_are_missing(serve: Callable[..., Any]) -> None:
+    async with serve() as served:
+        provider_type = served.provider_type
+        present = provider_type.models["tiny_sdxl"]
+        gone = present.model_copy(update={"key": "tiny_gone", "path": Path("/nonexistent/tiny-gone")})
+        provider_type.models = {**provider_type.models, "tiny_gone": gone}
+        listing = (await served.client.call_tool("list_models", {"provider": "flux_local"})).structured_content or {}
+        result = await served.client.call_tool("generate_image", {"prompt": "x", "model": "tiny_gone"})
+    models = {model["key"]: model for model in listing["providers"][0]["models"]}
+    assert models["tiny_sdxl"]["available"] is True and models["tiny_sdxl"]["reason"] is None
+    assert models["tiny_gone"]["available"] is False
+    assert "weights not on this machine" in models["tiny_gone"]["reason"]
+    assert result.is_error and (result.structured_content or {})["code"] == "provider_unavailable"

@@ -139,17 +139,18 @@ class ImageService:
         attempts: list[Attempt] = []
         failures: list[ImageGenError] = []
         for index, candidate in enumerate(plan.candidates):
-            if candidate.unavailable_reason is not None:
+            unavailable = candidate.unavailable_reason
+            if unavailable is not None:
                 attempts.append(
                     Attempt(
                         provider=candidate.provider,
                         model=candidate.model,
                         outcome="skipped",
                         code=ErrorCode.PROVIDER_UNAVAILABLE,
-                        reason=candidate.unavailable_reason,
+                        reason=unavailable,
                     )
                 )
-                logger.info("skipping %s: %s", candidate.id, candidate.unavailable_reason)
+                logger.info("skipping %s: %s", candidate.id, unavailable)
                 continue
             provider = self.catalog.providers[candidate.provider]
             model = self.catalog.config(candidate.provider, candidate.model)

@@ -167,6 +167,14 @@ class ImageProvider(ABC):
     def is_available(self) -> bool:
         return self.unavailable_reason() is None
 
+    def model_unavailable_reason(self, model: ModelConfig) -> str | None:
+        """Why one model cannot run while the provider can (e.g. its weights are missing), or ``None``.
+
+        Shown by ``list_models``; a generation with such a model raises ``provider_unavailable`` itself, with
+        the exact steps to fix it.
+        """
+        return None
+
     def timeout_s(self, default: float) -> float:
         """How long one generation may take before it is a ``provider_timeout`` (the server's by default)."""
         return default

@@ -258,6 +258,12 @@ class FluxLocalProvider(ImageProvider):
             steps += problem.steps
         return steps
 
+    def model_unavailable_reason(self, model: ModelConfig) -> str | None:
+        if self.config.allow_download:
+            return None
+        problem = self.weights.missing(self._flux_model(model))
+        return None if problem is None else f"weights not on this machine: {problem.reason}"
+
     def _no_weights(self) -> bool:
         if self.config.allow_download:
             return False

@@ -92,6 +92,7 @@ class ModelInfo(BaseModel):
     capabilities: ModelCapabilities
     default: bool
     available: bool
+    reason: str | None = Field(description="Why this model cannot run now, when it cannot.")
 
 
 class ProviderModels(BaseModel):

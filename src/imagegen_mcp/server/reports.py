@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from imagegen_mcp.providers.base import ImageProvider, ModelConfig
 from imagegen_mcp.resolver import find_provider
 from imagegen_mcp.server.content import (
     ModelInfo,
@@ -75,21 +76,24 @@ def models(service: ImageService, provider_filter: str | None) -> ModelsOutput:
                 provider=name,
                 available=reason is None,
                 reason=reason,
-                models=[
-                    ModelInfo(
-                        id=f"{name}:{key}",
-                        key=key,
-                        display_name=config.display_name,
-                        description=config.description,
-                        capabilities=config.capabilities(),
-                        default=key == provider.info.default_model,
-                        available=reason is None,
-                    )
-                    for key, config in provider.models.items()
-                ],
+                models=[model_info(provider, config, reason) for config in provider.models.values()],
             )
         )
     return ModelsOutput(providers=groups)
+
+
+def model_info(provider: ImageProvider, config: ModelConfig, provider_reason: str | None) -> ModelInfo:
+    reason = provider_reason or provider.model_unavailable_reason(config)
+    return ModelInfo(
+        id=f"{provider.info.name}:{config.key}",
+        key=config.key,
+        display_name=config.display_name,
+        description=config.description,
+        capabilities=config.capabilities(),
+        default=config.key == provider.info.default_model,
+        available=reason is None,
+        reason=reason,
+    )
 
 
 def models_text(output: ModelsOutput) -> str:
@@ -100,7 +104,8 @@ def models_text(output: ModelsOutput) -> str:
             caps = model.capabilities
             steps = f", {caps.default_steps} steps" if caps.default_steps else ""
             default = " [default]" if model.default else ""
-            lines.append(f"  {model.id}{default}: {model.display_name} (max {caps.max_resolution}px{steps})")
+            missing = f" - unavailable: {model.reason}" if model.reason and group.available else ""
+            lines.append(f"  {model.id}{default}: {model.display_name} (max {caps.max_resolution}px{steps}){missing}")
     return "\n".join(lines)
 
 
