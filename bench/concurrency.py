@@ -3,24 +3,26 @@
     python -m bench.concurrency [--calls 32] [--runs 5]
 
 256x256 images measure multiplexing over the one shared connection (target: all done within 1.5x one call);
-1024x1024 images measure throughput, shown next to the limit the cores allow for the per-image work.
+1024x1024 images measure throughput, shown next to the limit the cores allow for the per-image work. The
+server runs as MCP clients run it, a subprocess over stdio; the fake Runware server is a third process.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import anyio
+from mcp import StdioServerParameters
 from mcp.client import Client
 
 from bench.common import machine, median_ms, table
 from bench.images import photo_like_png
 from bench.runware_fake import API_KEY, fake_runware
-from imagegen_mcp.config import Settings
-from imagegen_mcp.server.app import build_server
 from imagegen_mcp.storage import ImageStore
 
 
@@ -47,7 +49,7 @@ def per_image_work_ms(size: int, runs: int = 10) -> float:
 
     png = photo_like_png(size, size)
     encoded = base64.b64encode(png)
-    store = ImageStore(__import__("pathlib").Path(tempfile.mkdtemp()), 512, "webp")
+    store = ImageStore(Path(tempfile.mkdtemp()), 512, "webp")
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -56,27 +58,40 @@ def per_image_work_ms(size: int, runs: int = 10) -> float:
     return median_ms(samples)
 
 
+async def bursts(calls: int, runs: int, photos: bool, size: int) -> tuple[list[float], list[float], int]:
+    """One call, then ``calls`` concurrent calls, ``runs`` times each, through a server over stdio."""
+    with fake_runware(delay_s=0.2, photos=photos) as (url, pipe):
+        env = {
+            **os.environ,
+            "RUNWARE_API_KEY": API_KEY,
+            "RUNWARE_URL": url,
+            "IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp(),
+            "IMAGEGEN_LOG_LEVEL": "WARNING",
+        }
+        server = StdioServerParameters(command=sys.executable, args=["-m", "imagegen_mcp"], env=env)
+        async with Client(server) as client:
+            await burst(client, 4, size)  # connect and warm up
+            single = [await burst(client, 1, size) for _ in range(runs)]
+            many = [await burst(client, calls, size) for _ in range(runs)]
+        pipe.send(None)
+        return single, many, pipe.recv()
+
+
 async def main(calls: int, runs: int) -> None:
     rows: list[list[object]] = []
-    with fake_runware(delay_s=0.2) as (url, pipe):
-        settings = Settings.load(
-            {"RUNWARE_API_KEY": API_KEY, "RUNWARE_URL": url, "IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp()}
-        )
-        async with Client(build_server(settings)) as client:
-            await burst(client, 1, 256)  # connect and warm up
-            single = [await burst(client, 1, 256) for _ in range(runs)]
-            many = [await burst(client, calls, 256) for _ in range(runs)]
-            await burst(client, 4, 1024)
-            big = [await burst(client, calls, 1024) for _ in range(runs)]
-        pipe.send(None)
-        connections = pipe.recv()
-    one_ms, all_ms, big_ms = median_ms(single), median_ms(many), median_ms(big)
-    rows.append(["1 call, 256x256", one_ms, "1.00", ""])
-    rows.append([f"{calls} concurrent calls, 256x256", all_ms, f"{all_ms / one_ms:.2f}", "<= 1.50"])
+    connections = set()
+    for label, photos in (("flat-colour", False), ("photo-like", True)):
+        single, many, opened = await bursts(calls, runs, photos, 256)
+        connections.add(opened)
+        one_ms, all_ms = median_ms(single), median_ms(many)
+        rows.append([f"1 call, 256x256 {label}", one_ms, "1.00", ""])
+        rows.append([f"{calls} concurrent, 256x256 {label}", all_ms, f"{all_ms / one_ms:.2f}", "<= 1.50"])
+    _, big, _ = await bursts(calls, runs, True, 1024)
+    big_ms = median_ms(big)
     print(
         table(
-            f"Concurrency over one Runware connection (median of {runs}; {machine()}; connections opened: "
-            f"{connections})",
+            f"Concurrency over one Runware connection, server over stdio, fake answering after 200 ms "
+            f"(median of {runs}; {machine()}; connections opened per run: {sorted(connections)})",
             ["burst", "wall ms", "ratio to one call", "target"],
             rows,
         )

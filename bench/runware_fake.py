@@ -1,5 +1,5 @@
 """The loopback Runware server of the test suite, run in its own process so its encoding work does not share
-the measured process's interpreter, answering with photo-like PNGs after a fixed delay."""
+the measured process's interpreter, answering after a fixed delay."""
 
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ def _photo(width: int, height: int, seed: int) -> bytes:
     return _photo_of_size(width, height)
 
 
-def _run(delay_s: float, pipe: Connection) -> None:
+def _run(delay_s: float, photos: bool, pipe: Connection) -> None:
     server = FakeRunwareServer()
     server.delay_s = delay_s
-    server.png_factory = _photo
+    if photos:
+        server.png_factory = _photo
     server.start()
     pipe.send(server.url)
     pipe.recv()  # until the benchmark is done
@@ -37,10 +38,14 @@ def _run(delay_s: float, pipe: Connection) -> None:
 
 
 @contextmanager
-def fake_runware(delay_s: float) -> Iterator[tuple[str, Connection]]:
-    """Yield the server's URL and a pipe; ``pipe.send(None); pipe.recv()`` returns its connection count."""
+def fake_runware(delay_s: float, photos: bool = True) -> Iterator[tuple[str, Connection]]:
+    """Yield the server's URL and a pipe; ``pipe.send(None); pipe.recv()`` returns its connection count.
+
+    ``photos``: answer with photo-like PNGs (about 1.8 MB at 1024x1024); else the test suite's flat-colour
+    PNGs (a few hundred bytes), which leave only the protocol work to measure.
+    """
     ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(target=_run, args=(delay_s, theirs), daemon=True)
+    process = multiprocessing.get_context("spawn").Process(target=_run, args=(delay_s, photos, theirs), daemon=True)
     process.start()
     try:
         yield ours.recv(), ours

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import pybase64
 from mcp.client import Client
 from PIL import Image
 from runware import IImageInference, Runware
@@ -35,13 +36,16 @@ MODEL = RUNWARE_MODELS["juggernaut_pro"]
 ARGS = {"prompt": "a lighthouse at dusk", "model": "runware:juggernaut_pro", "width": 1024, "height": 1024}
 
 
-async def timed(call: Callable[[], Awaitable[object]], runs: int) -> list[float]:
-    await call()  # warm: connection opened, modules imported
-    samples = []
+async def interleaved(calls: dict[str, Callable[[], Awaitable[object]]], runs: int) -> dict[str, list[float]]:
+    """Time each call ``runs`` times, alternating between them so that drift affects all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        await call()  # warm: connection opened, modules imported
     for _ in range(runs):
-        started = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - started)
+        for name, call in calls.items():
+            started = time.perf_counter()
+            await call()
+            samples[name].append(time.perf_counter() - started)
     return samples
 
 
@@ -68,12 +72,13 @@ def breakdown(runs: int) -> list[list[object]]:
     """Each step of the server's per-image work, timed on its own with the same kind of image."""
     png = photo_like_png(1024, 1024)
     encoded = base64.b64encode(png).decode()
-    store = ImageStore(Path(tempfile.mkdtemp()), 512, "webp")
+    defaults = Settings.load({})
+    store = ImageStore(Path(tempfile.mkdtemp()), defaults.preview_max_px, defaults.preview_format)
     image = Image.open(io.BytesIO(png))
     steps: dict[str, Callable[[], object]] = {
-        "base64 decode of the answer": lambda: base64.b64decode(encoded),
+        "base64 decode of the answer (pybase64)": lambda: pybase64.b64decode(encoded, validate=True),
         "PNG decode (for the preview)": lambda: Image.open(io.BytesIO(png)).load(),
-        "preview: reduce + WebP encode": lambda: store._preview(image.copy()),
+        f"preview: reduce + {defaults.preview_format} encode": lambda: store._preview(image.copy()),
         "provenance chunk spliced into the PNG": lambda: with_png_text(png, b"imagegen-mcp", "x" * 600),
         "atomic write + fsync": lambda: atomic_write(store.root / "bench.png", png),
         "whole ImageStore.save": lambda: store.save(png, {"prompt": "x"}),
@@ -93,20 +98,22 @@ async def main(runs: int) -> None:
     with fake_runware(delay_s=0.5) as (url, _):
         runware = Runware(api_key=API_KEY, url=url)
         await runware.connect()
-        direct = await timed(lambda: runware.imageInference(requestImage=direct_task()), runs)
-        await runware.disconnect()
-
         settings = Settings.load(
             {"RUNWARE_API_KEY": API_KEY, "RUNWARE_URL": url, "IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp()}
         )
         async with Client(build_server(settings)) as client:
 
+            async def direct() -> None:
+                await runware.imageInference(requestImage=direct_task())
+
             async def through_server() -> None:
                 result = await client.call_tool("generate_image", ARGS)
                 assert not result.is_error, result.content
 
-            served = await timed(through_server, runs)
-    base, ours = median_ms(direct), median_ms(served)
+            samples = await interleaved({"direct": direct, "server": through_server}, runs)
+        await runware.disconnect()
+    served = samples["server"]
+    base, ours = median_ms(samples["direct"]), median_ms(served)
     print(
         table(
             f"Per-call overhead, 1024x1024 PNG answered after 500 ms (median of {runs}; {machine()})",

@@ -75,8 +75,12 @@ async def test_streamable_http_end_to_end(tmp_path: Path) -> None:
             result = await client.call_tool("generate_image", {"prompt": "over http", "count": 2})
             bad = await client.call_tool("generate_image", {"prompt": "x", "width": 0})
             providers = await client.call_tool("list_providers", {})
+        # A second session on the same server: whatever the first one's end closed is reopened.
+        async with Client(url) as client:
+            again = await client.call_tool("generate_image", {"prompt": "second session"})
         assert tools == {"list_providers", "list_models", "generate_image"}
         assert_image_result(result, count=2)
+        assert_image_result(again, count=1)
         assert bad.is_error and (bad.structured_content or {})["code"] == "invalid_request"
         assert not providers.is_error
 

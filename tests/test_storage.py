@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -58,3 +59,10 @@ def test_writes_leave_no_temporary_files(tmp_path: Path) -> None:
 def test_unsafe_ids_are_not_found(tmp_path: Path, bad_id: str) -> None:
     with pytest.raises(FileNotFoundError):
         ImageStore(tmp_path, 512, "webp").read(bad_id)
+
+
+def test_base64_text_is_decoded_by_the_store(tmp_path: Path) -> None:
+    original = solid_png(80, 40, seed=3, channel=2)
+    stored = ImageStore(tmp_path, 512, "jpeg").save(base64.b64encode(original).decode("ascii"), {})
+    assert original[33:] in stored.path.read_bytes()
+    assert (stored.width, stored.height) == (80, 40)

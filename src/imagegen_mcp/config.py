@@ -80,7 +80,7 @@ class Settings(EnvSettings):
     fallback: FallbackMode = Field("auto", alias="IMAGEGEN_FALLBACK")
     output_dir: Path = Field(default_factory=default_output_dir, alias="IMAGEGEN_OUTPUT_DIR")
     preview_max_px: int = Field(512, ge=64, le=2048, alias="IMAGEGEN_PREVIEW_MAX_PX")
-    preview_format: PreviewFormat = Field("webp", alias="IMAGEGEN_PREVIEW_FORMAT")
+    preview_format: PreviewFormat = Field("jpeg", alias="IMAGEGEN_PREVIEW_FORMAT")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, alias="IMAGEGEN_TIMEOUT_S")
     auth_token: SecretStr | None = Field(None, alias="IMAGEGEN_AUTH_TOKEN")
     log_level: LogLevel = Field("INFO", alias="IMAGEGEN_LOG_LEVEL")

@@ -105,7 +105,9 @@ class GenerationRequest(BaseModel):
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    data: bytes
+    #: The encoded image (PNG preferred), or the same as base64 text when that is how the backend delivered it:
+    #: the store decodes it in its worker thread, so megabytes of base64 never block the event loop.
+    data: bytes | str
     mime_type: str
     #: The seed this image was actually made with, as the backend reports it.
     seed: int | None

@@ -18,14 +18,12 @@ service and the agent can act on.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from pydantic import Field, SecretStr
 
 from imagegen_mcp.config import EnvSettings, Settings
@@ -243,16 +241,14 @@ class RunwareProvider(ImageProvider):
             raise self._task_error(exc.error_data) from None
         await progress.update(f"received {len(results)} image(s) from Runware", 0.95)
         costs = [float(item.cost) for item in results if item.cost is not None]
-        # Megabytes of base64 per image: decoded in a worker thread, so the event loop keeps serving.
-        decoded = await anyio.to_thread.run_sync(lambda: [base64.b64decode(item.imageBase64Data) for item in results])
         return ProviderResult(
             images=[
                 GeneratedImage(
-                    data=data,
+                    data=item.imageBase64Data,
                     mime_type="image/png",
                     seed=int(item.seed) if item.seed is not None else request.seed + index,
                 )
-                for index, (item, data) in enumerate(zip(results, decoded, strict=True))
+                for index, item in enumerate(results)
             ],
             cost=sum(costs) if costs else None,
             details={"air": model.air, "task_uuid": task.taskUUID},

@@ -6,10 +6,10 @@ resource links, so a result costs the agent's context a few kilobytes whatever t
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
+import pybase64
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from pydantic import BaseModel, Field
 
@@ -172,7 +172,7 @@ def generation_content(result: GenerationResult) -> CallToolResult:
         blocks.append(
             ImageContent(
                 type="image",
-                data=base64.b64encode(image.preview).decode("ascii"),
+                data=pybase64.b64encode(image.preview).decode("ascii"),
                 mime_type=image.preview_mime_type,
             )
         )
