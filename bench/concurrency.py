@@ -23,6 +23,7 @@ from mcp.client import Client
 from bench.common import machine, median_ms, table
 from bench.images import photo_like_png
 from bench.runware_fake import API_KEY, fake_runware
+from imagegen_mcp.config import Settings
 from imagegen_mcp.storage import ImageStore
 
 
@@ -48,19 +49,22 @@ def per_image_work_ms(size: int, runs: int = 10) -> float:
     import base64
 
     png = photo_like_png(size, size)
-    encoded = base64.b64encode(png)
-    store = ImageStore(Path(tempfile.mkdtemp()), 512, "webp")
+    encoded = base64.b64encode(png).decode("ascii")
+    defaults = Settings.load({})
+    store = ImageStore(Path(tempfile.mkdtemp()), defaults.preview_max_px, defaults.preview_format)
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        store.save(base64.b64decode(encoded), {"prompt": "x"})
+        store.save(encoded, {"prompt": "x"})
         samples.append(time.perf_counter() - started)
     return median_ms(samples)
 
 
-async def bursts(calls: int, runs: int, photos: bool, size: int) -> tuple[list[float], list[float], int]:
+async def bursts(
+    calls: int, runs: int, photos: bool, size: int, compression: bool = True
+) -> tuple[list[float], list[float], int]:
     """One call, then ``calls`` concurrent calls, ``runs`` times each, through a server over stdio."""
-    with fake_runware(delay_s=0.2, photos=photos) as (url, pipe):
+    with fake_runware(delay_s=0.2, photos=photos, compression=compression) as (url, pipe):
         env = {
             **os.environ,
             "RUNWARE_API_KEY": API_KEY,
@@ -87,7 +91,8 @@ async def main(calls: int, runs: int) -> None:
         rows.append([f"1 call, 256x256 {label}", one_ms, "1.00", ""])
         rows.append([f"{calls} concurrent, 256x256 {label}", all_ms, f"{all_ms / one_ms:.2f}", "<= 1.50"])
     _, big, _ = await bursts(calls, runs, True, 1024)
-    big_ms = median_ms(big)
+    _, big_plain, _ = await bursts(calls, runs, True, 1024, compression=False)
+    big_ms, plain_ms = median_ms(big), median_ms(big_plain)
     print(
         table(
             f"Concurrency over one Runware connection, server over stdio, fake answering after 200 ms "
@@ -106,6 +111,7 @@ async def main(calls: int, runs: int) -> None:
             [
                 ["burst wall time (ms)", big_ms],
                 ["images per second", calls / (big_ms / 1000)],
+                ["images per second, WebSocket without permessage-deflate", calls / (plain_ms / 1000)],
                 ["server work per image, alone (ms)", work],
                 [f"limit for that work on {cores} cores (images/s)", cores * 1000 / work],
             ],

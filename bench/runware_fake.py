@@ -25,9 +25,10 @@ def _photo(width: int, height: int, seed: int) -> bytes:
     return _photo_of_size(width, height)
 
 
-def _run(delay_s: float, photos: bool, pipe: Connection) -> None:
+def _run(delay_s: float, photos: bool, compression: bool, pipe: Connection) -> None:
     server = FakeRunwareServer()
     server.delay_s = delay_s
+    server.compression = compression
     if photos:
         server.png_factory = _photo
     server.start()
@@ -38,14 +39,17 @@ def _run(delay_s: float, photos: bool, pipe: Connection) -> None:
 
 
 @contextmanager
-def fake_runware(delay_s: float, photos: bool = True) -> Iterator[tuple[str, Connection]]:
+def fake_runware(delay_s: float, photos: bool = True, compression: bool = True) -> Iterator[tuple[str, Connection]]:
     """Yield the server's URL and a pipe; ``pipe.send(None); pipe.recv()`` returns its connection count.
 
     ``photos``: answer with photo-like PNGs (about 1.8 MB at 1024x1024); else the test suite's flat-colour
-    PNGs (a few hundred bytes), which leave only the protocol work to measure.
+    PNGs (a few hundred bytes), which leave only the protocol work to measure. ``compression``: offer
+    permessage-deflate, as a websockets server does by default.
     """
     ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(target=_run, args=(delay_s, photos, theirs), daemon=True)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_run, args=(delay_s, photos, compression, theirs), daemon=True
+    )
     process.start()
     try:
         yield ours.recv(), ours

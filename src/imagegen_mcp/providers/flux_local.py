@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import platform
 import shutil
@@ -186,8 +187,9 @@ FLUX_LOCAL_MODELS = registry(
 )
 
 
+@functools.cache
 def _cuda_present() -> bool:
-    """An NVIDIA driver is loaded; checked without importing torch."""
+    """An NVIDIA driver is loaded; checked without importing torch (and once: it is asked on every request)."""
     return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
 
 
