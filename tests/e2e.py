@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,48 @@ def write_palette_plugin(folder: Path) -> str:
 
 def stdio_parameters(env: dict[str, str], *args: str) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=["-m", "imagegen_mcp", *args], env=env, cwd=str(REPO))
+
+
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+INITIALIZED: dict[str, Any] = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+def exchange_over_stdio(
+    command: list[str], env: dict[str, str], requests: list[dict[str, Any]], timeout_s: float = 120
+) -> tuple[list[dict[str, Any]], str]:
+    """Initialize a server subprocess by hand, send ``requests`` and read until each one is answered.
+
+    Every stdout line must parse as a JSON message (the test fails otherwise) and nothing may follow the
+    answers. stdin stays open until then: its end ends the session. Returns the messages and stderr.
+    """
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    waiting = {request["id"] for request in [INITIALIZE, *requests] if "id" in request}
+    parsed: list[dict[str, Any]] = []
+    watchdog = threading.Timer(timeout_s, process.kill)  # a hung server ends the test instead of blocking it
+    watchdog.start()
+    try:
+        process.stdin.write("".join(json.dumps(m) + "\n" for m in [INITIALIZE, INITIALIZED, *requests]))
+        process.stdin.flush()
+        while waiting - {message.get("id") for message in parsed}:
+            line = process.stdout.readline()
+            assert line, "the server closed stdout early:\n" + process.stderr.read()
+            parsed.append(json.loads(line))
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+        watchdog.cancel()
+    rest, stderr = process.stdout.read(), process.stderr.read()
+    assert rest.strip() == ""
+    assert all(message.get("jsonrpc") == "2.0" for message in parsed)
+    return parsed, stderr
 
 
 def text_of(result: CallToolResult) -> str:

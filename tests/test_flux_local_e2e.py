@@ -6,10 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
-import json
-import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +22,7 @@ from PIL import Image
 from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.flux_local import FluxLocalProvider
 from imagegen_mcp.server.app import build_server
-from tests.e2e import REPO, assert_image_result, clean_environ, text_of
+from tests.e2e import assert_image_result, clean_environ, exchange_over_stdio, text_of
 from tests.fakes.tiny_pipelines import (
     ProgressLog,
     RecordingFluxLocalProvider,
@@ -246,18 +243,7 @@ def test_stdout_carries_only_json_rpc_while_generating_over_stdio(
         **tiny_environ(tiny_pipelines), IMAGEGEN_OUTPUT_DIR=str(tmp_path / "out"), IMAGEGEN_LOG_LEVEL="DEBUG"
     )
     arguments = {"prompt": "a red cube", "model": "tiny_sdxl_file", "width": 128, "height": 192, "steps": 3, "seed": 9}
-    messages = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    requests = [
         {
             "jsonrpc": "2.0",
             "id": 2,
@@ -265,34 +251,9 @@ def test_stdout_carries_only_json_rpc_while_generating_over_stdio(
             "params": {"name": "generate_image", "arguments": arguments, "_meta": {"progressToken": "gen"}},
         },
     ]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.tiny_flux_stdio", str(tiny_pipelines.root)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-    parsed: list[dict[str, Any]] = []
-    watchdog = threading.Timer(120, process.kill)  # a hung server ends the test instead of blocking it
-    watchdog.start()
-    try:
-        process.stdin.write("".join(json.dumps(message) + "\n" for message in messages))
-        process.stdin.flush()
-        while not any(message.get("id") == 2 for message in parsed):
-            line = process.stdout.readline()
-            assert line, "the server closed stdout early:\n" + process.stderr.read()
-            parsed.append(json.loads(line))  # every line is a JSON message, or this fails
-    finally:
-        process.stdin.close()
-        process.wait(timeout=60)
-        watchdog.cancel()
-    rest, stderr = process.stdout.read(), process.stderr.read()
+    command = [sys.executable, "-m", "tests.fakes.tiny_flux_stdio", str(tiny_pipelines.root)]
+    parsed, stderr = exchange_over_stdio(command, env, requests)
 
-    assert rest.strip() == ""
-    assert all(message.get("jsonrpc") == "2.0" for message in parsed)
     progress = [m["params"] for m in parsed if m.get("method") == "notifications/progress"]
     assert [p["progressToken"] for p in progress] == ["gen"] * len(progress)
     assert [p["message"] for p in progress if "step" in p["message"]] == [f"image 1/1: step {s}/3" for s in (1, 2, 3)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,15 @@ import pytest
 from mcp.client import Client
 from mcp_types import BlobResourceContents
 
-from tests.e2e import REPO, assert_image_result, clean_environ, stdio_parameters, text_of, write_palette_plugin
+from tests.e2e import (
+    REPO,
+    assert_image_result,
+    clean_environ,
+    exchange_over_stdio,
+    stdio_parameters,
+    text_of,
+    write_palette_plugin,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -61,18 +68,7 @@ def test_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
         IMAGEGEN_LOG_LEVEL="DEBUG",
         PYTHONPATH=write_palette_plugin(tmp_path / "plugin"),
     )
-    messages = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    requests = [
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
         {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "list_providers", "arguments": {}}},
         {
@@ -88,32 +84,7 @@ def test_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
             "params": {"name": "generate_image", "arguments": {"prompt": ""}},
         },
     ]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "imagegen_mcp"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    parsed = []
-    try:
-        for message in messages:
-            process.stdin.write(json.dumps(message) + "\n")
-        process.stdin.flush()
-        # Keep stdin open until every request is answered: EOF ends the session.
-        while {m["id"] for m in parsed if "id" in m} != {1, 2, 3, 4, 5}:
-            line = process.stdout.readline()
-            assert line, "the server closed stdout early"
-            parsed.append(json.loads(line))
-    finally:
-        process.stdin.close()
-        process.wait(timeout=30)
-    stdout_rest, stderr = process.stdout.read(), (process.stderr.read() if process.stderr else "")
-    assert stdout_rest.strip() == ""
-    assert all(message.get("jsonrpc") == "2.0" for message in parsed)
+    parsed, stderr = exchange_over_stdio([sys.executable, "-m", "imagegen_mcp"], env, requests)
     by_id = {message["id"]: message for message in parsed if "id" in message}
     assert by_id[4]["result"]["isError"] is False
     assert by_id[5]["result"]["isError"] is True
