@@ -123,6 +123,24 @@ class ProviderResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """One condition a provider needs: whether it holds, the reason given when not, the step that fixes it."""
+
+    met: bool
+    reason: str
+    step: str
+
+
+def sdk_requirement(module: str, sdk: str, extra: str) -> Requirement:
+    """The provider's SDK is installed (checked without importing it)."""
+    return Requirement(
+        met=not missing_modules(module),
+        reason=f"the {sdk} SDK is not installed",
+        step=f"Install the {extra.capitalize()} extra: pip install 'imagegen-mcp[{extra}]'",
+    )
+
+
 ProgressSink = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
@@ -158,13 +176,17 @@ class ImageProvider(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    @abstractmethod
+    def requirements(self) -> list[Requirement]:
+        """What this provider needs (an SDK, a key, ...), each with its reason and fix. Cheap: no network."""
+        return []
+
     def unavailable_reason(self) -> str | None:
         """Why this provider cannot run now, or ``None``. Cheap: no network, no heavy import."""
+        return next((need.reason for need in self.requirements() if not need.met), None)
 
-    @abstractmethod
     def setup_instructions(self) -> list[str]:
         """Steps a person follows to make this provider available."""
+        return [need.step for need in self.requirements() if not need.met]
 
     def is_available(self) -> bool:
         return self.unavailable_reason() is None

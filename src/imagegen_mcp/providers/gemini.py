@@ -41,8 +41,9 @@ from imagegen_mcp.providers.base import (
     Progress,
     ProviderInfo,
     ProviderResult,
-    missing_modules,
+    Requirement,
     registry,
+    sdk_requirement,
 )
 from imagegen_mcp.requests import MAX_SEED
 
@@ -228,23 +229,16 @@ class GeminiProvider(ImageProvider):
         self._client: Client | None = None
         self._limiter = anyio.CapacityLimiter(MAX_IN_FLIGHT)
 
-    def unavailable_reason(self) -> str | None:
-        if missing_modules("google.genai"):
-            return "the google-genai SDK is not installed"
-        if self.config.api_key is None:
-            return "neither GEMINI_API_KEY nor GOOGLE_API_KEY is set"
-        return None
-
-    def setup_instructions(self) -> list[str]:
-        steps = []
-        if missing_modules("google.genai"):
-            steps.append("Install the Gemini extra: pip install 'imagegen-mcp[gemini]'")
-        if self.config.api_key is None:
-            steps.append(
-                f"Create a key at {_KEYS_URL} and set GEMINI_API_KEY in the server's "
-                "environment; image models need a project with billing enabled (their free-tier quota is 0)"
-            )
-        return steps
+    def requirements(self) -> list[Requirement]:
+        return [
+            sdk_requirement("google.genai", "google-genai", "gemini"),
+            Requirement(
+                met=self.config.api_key is not None,
+                reason="neither GEMINI_API_KEY nor GOOGLE_API_KEY is set",
+                step=f"Create a key at {_KEYS_URL} and set GEMINI_API_KEY in the server's environment; image "
+                "models need a project with billing enabled (their free-tier quota is 0)",
+            ),
+        ]
 
     @property
     def base_url(self) -> str:

@@ -46,8 +46,9 @@ from imagegen_mcp.providers.base import (
     Progress,
     ProviderInfo,
     ProviderResult,
-    missing_modules,
+    Requirement,
     registry,
+    sdk_requirement,
 )
 
 logger = logging.getLogger(__name__)
@@ -186,23 +187,16 @@ class RunwareProvider(ImageProvider):
         self._connection: _Connection | None = None
         self._connecting = anyio.Lock()
 
-    def unavailable_reason(self) -> str | None:
-        if missing_modules("runware"):
-            return "the runware SDK is not installed"
-        if self.config.api_key is None:
-            return "RUNWARE_API_KEY is not set"
-        return None
-
-    def setup_instructions(self) -> list[str]:
-        steps = []
-        if missing_modules("runware"):
-            steps.append("Install the Runware extra: pip install 'imagegen-mcp[runware]'")
-        if self.config.api_key is None:
-            steps.append(
-                f"Create an API key at {KEYS_URL} and set RUNWARE_API_KEY in the server's "
-                "environment (the 'env' block of your MCP client config)"
-            )
-        return steps
+    def requirements(self) -> list[Requirement]:
+        return [
+            sdk_requirement("runware", "runware", "runware"),
+            Requirement(
+                met=self.config.api_key is not None,
+                reason="RUNWARE_API_KEY is not set",
+                step=f"Create an API key at {KEYS_URL} and set RUNWARE_API_KEY in the server's "
+                "environment (the 'env' block of your MCP client config)",
+            ),
+        ]
 
     async def generate(self, request: GenerationRequest, model: ModelConfig, progress: Progress) -> ProviderResult:
         if not isinstance(model, RunwareModelConfig):
