@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ from imagegen_mcp.providers.gemini import GeminiProvider
 from imagegen_mcp.server.app import build_server
 from imagegen_mcp.storage import read_png_text
 from tests.e2e import assert_image_result, text_of
+from tests.fakes.gemini_server import (
+    GEMINI_KEY as KEY,
+)
 from tests.fakes.gemini_server import (
     CandidateBlocked,
     FakeGeminiServer,
@@ -36,14 +39,7 @@ from tests.fakes.palette import PaletteProvider
 
 pytestmark = pytest.mark.anyio
 
-KEY = "dummy-key-123"
 FLASH = "gemini:gemini_flash_image"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeGeminiServer]:
-    with FakeGeminiServer(api_keys={KEY}) as server:
-        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import io
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -31,6 +31,9 @@ from imagegen_mcp.providers.gemini import (
 from imagegen_mcp.requests import MAX_SEED, ImageRequest, fit_request
 from tests.e2e import REPO
 from tests.fakes.gemini_server import (
+    GEMINI_KEY as KEY,
+)
+from tests.fakes.gemini_server import (
     CandidateBlocked,
     ErrorReply,
     FakeGeminiServer,
@@ -46,14 +49,6 @@ from tests.fakes.gemini_server import (
 )
 
 pytestmark = pytest.mark.anyio
-
-KEY = "dummy-key-123"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeGeminiServer]:
-    with FakeGeminiServer(api_keys={KEY}) as server:
-        yield server
 
 
 @pytest.fixture

@@ -29,6 +29,9 @@ from typing import Any
 
 from PIL import Image
 
+#: The key the tests configure; the fake accepts it and rejects every other one.
+GEMINI_KEY = "dummy-key-123"
+
 ROUTE = re.compile(r"^/v1beta/models/(?P<model>[A-Za-z0-9._-]+):generateContent$")
 GOOGLE_RPC = "type.googleapis.com/google.rpc."
 
