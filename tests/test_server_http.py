@@ -118,10 +118,11 @@ async def test_bearer_token_is_required_when_set(tmp_path: Path) -> None:
         assert_image_result(result, count=1)
 
 
-def test_non_loopback_bind_without_token_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["serve"], []], ids=["serve", "default-command"])
+def test_non_loopback_bind_without_token_is_refused(tmp_path: Path, command: list[str]) -> None:
     env = clean_environ(IMAGEGEN_OUTPUT_DIR=str(tmp_path))
     done = subprocess.run(
-        [sys.executable, "-m", "imagegen_mcp", "serve", "--transport", "streamable-http", "--host", "0.0.0.0"],
+        [sys.executable, "-m", "imagegen_mcp", *command, "--transport", "streamable-http", "--host", "0.0.0.0"],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -17,16 +17,25 @@ from imagegen_mcp.requests import ImageRequest, parse_arguments
 from imagegen_mcp.service import ImageService
 
 
+def _serve_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The serve options; without defaults on the subcommand, so it never overrides what came before it."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default=default("stdio"))
+    parser.add_argument("--host", default=default("127.0.0.1"), help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=default(8000), help="HTTP port (default 8000)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagegen-mcp", description="MCP server for image generation.")
     parser.add_argument("--version", action="version", version=f"imagegen-mcp {__version__}")
     parser.add_argument("--config", type=Path, help="TOML file of settings (keys named like the variables)")
+    # 'serve' is the default command, so its options work with or without the word.
+    _serve_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command")
-
-    serve = commands.add_parser("serve", help="run the MCP server (the default)")
-    serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    _serve_options(commands.add_parser("serve", help="run the MCP server (the default)"), defaults=False)
 
     commands.add_parser("providers", help="show providers, availability and how to fix what is missing")
     models = commands.add_parser("models", help="show the model catalog")
@@ -63,12 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command or "serve"
     if command == "serve":
-        return _serve(
-            settings,
-            getattr(args, "transport", "stdio"),
-            getattr(args, "host", "127.0.0.1"),
-            getattr(args, "port", 8000),
-        )
+        return _serve(settings, args.transport, args.host, args.port)
     logs.configure(settings.log_level if command == "generate" else "WARNING", settings.secrets())
     service = ImageService(settings, Catalog.load(settings))
     if command in ("providers", "models"):
