@@ -34,6 +34,7 @@ from imagegen_mcp.providers.base import (
     GeneratedImage,
     GenerationRequest,
     ImageProvider,
+    ModelConfig,
     Progress,
     ProviderResult,
 )
@@ -160,7 +161,7 @@ class ImageService:
                 logger.warning("falling back to %s (%s) after: %s", candidate.id, candidate.why, attempts[-1].reason)
             tried_at = time.perf_counter()
             try:
-                output = await self._run(provider, candidate, job, progress)
+                output = await self._run(provider, candidate, model, job, progress)
             except ImageGenError as error:
                 error.provider = error.provider or candidate.provider
                 error.model = error.model or candidate.id
@@ -211,13 +212,14 @@ class ImageService:
         self,
         provider: ImageProvider,
         candidate: resolver.Candidate,
+        model: ModelConfig,
         job: GenerationRequest,
         progress: Progress,
     ) -> ProviderResult:
         timeout = provider.timeout_s(self.settings.request_timeout_s)
         try:
             with anyio.fail_after(timeout):
-                output = await provider.generate(job, provider.models[candidate.model], progress)
+                output = await provider.generate(job, model, progress)
         except TimeoutError:
             raise ProviderTimeoutError(
                 f"{candidate.id} did not answer within {timeout:g} s.",
