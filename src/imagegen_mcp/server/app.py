@@ -112,11 +112,7 @@ def build_server(settings: Settings, provider_types: Sequence[type[ImageProvider
         model that made it and any fallback or parameter change. Omit model/provider to use the default;
         unspecified steps/guidance use each model's tuned values."""
         request = parse_arguments(ImageRequest, arguments)
-
-        async def send_progress(progress: float, total: float | None, message: str | None) -> None:
-            await ctx.report_progress(progress, total, message)
-
-        result = await service.generate(request, Progress(send_progress))
+        result = await service.generate(request, Progress(ctx.report_progress))
         return generation_content(result)
 
     tools = [
