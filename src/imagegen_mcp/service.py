@@ -111,10 +111,16 @@ class ImageService:
     # -- listings ---------------------------------------------------------------------------------
 
     def plan(
-        self, *, model: str | None = None, provider: str | None = None, mode: FallbackMode | None = None
+        self,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        mode: FallbackMode | None = None,
+        states: Sequence[resolver.ProviderState] | None = None,
     ) -> resolver.Plan:
+        """The plan for a request; ``states`` reuses an availability snapshot the caller already took."""
         return resolver.plan(
-            self.catalog.states(),
+            self.catalog.states() if states is None else states,
             mode=mode or self.settings.fallback,
             model=model,
             provider=provider,
@@ -123,12 +129,14 @@ class ImageService:
             provider_order=self.settings.provider_order,
         )
 
-    def next_candidate(self) -> resolver.Candidate | None:
+    def next_candidate(self, states: Sequence[resolver.ProviderState] | None = None) -> resolver.Candidate | None:
         """The candidate a plain ``generate_image`` would run first right now, if any is available."""
-        return next((c for c in self.plan().candidates if c.unavailable_reason is None), None)
+        return next((c for c in self.plan(states=states).candidates if c.unavailable_reason is None), None)
 
-    def effective_order(self) -> list[str]:
-        return resolver.effective_order(self.catalog.states(), self.settings.provider_order)
+    def effective_order(self, states: Sequence[resolver.ProviderState] | None = None) -> list[str]:
+        return resolver.effective_order(
+            self.catalog.states() if states is None else states, self.settings.provider_order
+        )
 
     # -- generation -------------------------------------------------------------------------------
 

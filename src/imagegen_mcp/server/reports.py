@@ -19,9 +19,12 @@ from imagegen_mcp.service import ImageService
 
 
 def providers(service: ImageService) -> ProvidersOutput:
+    # One availability snapshot for the whole listing, so its parts cannot disagree.
+    states = service.catalog.states()
     statuses = []
-    for name, provider in service.catalog.providers.items():
-        reason = provider.unavailable_reason()
+    for state in states:
+        name, reason = state.name, state.unavailable_reason
+        provider = service.catalog.providers[name]
         statuses.append(
             ProviderStatus(
                 name=name,
@@ -35,14 +38,14 @@ def providers(service: ImageService) -> ProvidersOutput:
                 model_count=len(provider.models),
             )
         )
-    candidate = service.next_candidate()
+    candidate = service.next_candidate(states)
     settings = service.settings
     return ProvidersOutput(
         providers=statuses,
         default_provider=settings.default_provider,
         default_model=settings.default_model,
         fallback_mode=settings.fallback,
-        effective_order=service.effective_order(),
+        effective_order=service.effective_order(states),
         next_generation=NextGeneration(
             provider=candidate.provider if candidate else None,
             model=candidate.id if candidate else None,
@@ -64,13 +67,13 @@ def providers_text(output: ProvidersOutput) -> str:
 
 
 def models(service: ImageService, provider_filter: str | None) -> ModelsOutput:
-    names = list(service.catalog.providers)
+    states = service.catalog.states()
     if provider_filter is not None:
-        names = [find_provider(service.catalog.states(), provider_filter).name]
+        states = [find_provider(states, provider_filter)]
     groups = []
-    for name in names:
+    for state in states:
+        name, reason = state.name, state.unavailable_reason
         provider = service.catalog.providers[name]
-        reason = provider.unavailable_reason()
         groups.append(
             ProviderModels(
                 provider=name,
