@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
+from typing import Any
 
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import CatalogError
-from imagegen_mcp.providers.base import ImageProvider, ModelConfig
+from imagegen_mcp.providers.base import ImageProvider
 from imagegen_mcp.resolver import ProviderState
 
 ENTRY_POINT_GROUP = "imagegen_mcp.providers"
 
+#: A provider to serve: an instance, or a class the catalog instantiates with the server's settings.
+ProviderSpec = ImageProvider[Any] | type[ImageProvider[Any]]
 
-def discover_provider_types() -> list[type[ImageProvider]]:
+
+def discover_provider_types() -> list[type[ImageProvider[Any]]]:
     """Every provider class registered in the entry-point group (loading a module imports no SDK)."""
     found = []
     for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
@@ -28,8 +32,8 @@ def discover_provider_types() -> list[type[ImageProvider]]:
 class Catalog:
     """Providers by name and models by ``provider:key``; a bare key works because keys are unique."""
 
-    def __init__(self, providers: Iterable[ImageProvider]) -> None:
-        self.providers: dict[str, ImageProvider] = {}
+    def __init__(self, providers: Iterable[ImageProvider[Any]]) -> None:
+        self.providers: dict[str, ImageProvider[Any]] = {}
         owners: dict[str, str] = {}
         for provider in sorted(providers, key=lambda p: p.info.name):
             name = provider.info.name
@@ -49,22 +53,20 @@ class Catalog:
             self.providers[name] = provider
 
     @classmethod
-    def load(cls, settings: Settings, provider_types: Sequence[type[ImageProvider]] | None = None) -> Catalog:
-        types = discover_provider_types() if provider_types is None else provider_types
-        return cls(provider_type(settings) for provider_type in types)
+    def load(cls, settings: Settings, providers: Sequence[ProviderSpec] | None = None) -> Catalog:
+        """The entry-point providers, or ``providers`` (instances, or classes built with ``settings``)."""
+        specs: Sequence[ProviderSpec] = discover_provider_types() if providers is None else providers
+        return cls(spec(settings) if isinstance(spec, type) else spec for spec in specs)
 
-    def states(self) -> list[ProviderState]:
-        """A snapshot of every provider for the resolver (availability is evaluated now, cheaply)."""
-        return [
+    def states(self) -> tuple[ProviderState, ...]:
+        """A snapshot of every provider's availability, taken now (cheaply), for one request or listing."""
+        return tuple(
             ProviderState(
                 name=name,
                 priority=provider.info.priority,
                 default_model=provider.info.default_model,
                 models=tuple(provider.models),
-                unavailable_reason=provider.unavailable_reason(),
+                availability=provider.check(),
             )
             for name, provider in self.providers.items()
-        ]
-
-    def config(self, provider: str, model: str) -> ModelConfig:
-        return self.providers[provider].models[model]
+        )

@@ -64,9 +64,11 @@ class ErrorPayload(BaseModel):
 class ImageGenError(Exception):
     """Base of every error that reaches an agent as a structured tool result."""
 
-    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
+    #: Set per class; an error that stands for another (:class:`PlanFailedError`) takes that one's.
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
     default_retryable: ClassVar[bool] = False
-    #: Whether the service may try the next candidate after this error (DESIGN rule 4).
+    #: Whether the service may try the next candidate after this error: unavailable, authentication rejected,
+    #: rate limited, timeout, out of memory, and connection or server failures; never invalid input or a block.
     triggers_fallback: ClassVar[bool] = False
 
     def __init__(
@@ -88,7 +90,7 @@ class ImageGenError(Exception):
         self.remediation = list(remediation)
         self.retryable = self.default_retryable if retryable is None else retryable
         self.retry_after_s = retry_after_s
-        self.attempts = list(attempts)
+        self.attempts = tuple(attempts)
         self.details = dict(details or {})
 
     @property
@@ -104,7 +106,7 @@ class ImageGenError(Exception):
             remediation=self.remediation,
             retryable=self.retryable,
             retry_after_s=self.retry_after_s,
-            attempts=self.attempts,
+            attempts=list(self.attempts),
             details=self.details,
         )
 
@@ -181,6 +183,29 @@ class OutOfMemoryError(ImageGenError):
 
 class InternalError(ImageGenError):
     code = ErrorCode.INTERNAL_ERROR
+
+
+class PlanFailedError(ImageGenError):
+    """No candidate of a plan produced images: the error that decided it (the last failure), with every
+    attempt in order and the remediation of every failure. Built once, when the plan ends; the failures
+    themselves are never changed (a provider may raise the same instance again)."""
+
+    def __init__(self, failures: Sequence[ImageGenError], attempts: Sequence[Attempt], *, provider: str, model: str):
+        deciding = failures[-1]
+        tried = [f"{attempt.provider}:{attempt.model}" for attempt in attempts if attempt.outcome == "failed"]
+        message = deciding.message if len(tried) < 2 else f"{deciding.message} (tried {', '.join(tried)})"
+        super().__init__(
+            message,
+            provider=deciding.provider or provider,
+            model=deciding.model or model,
+            remediation=dict.fromkeys(step for failure in reversed(failures) for step in failure.remediation),
+            retryable=deciding.retryable,
+            retry_after_s=deciding.retry_after_s,
+            attempts=attempts,
+            details=deciding.details,
+        )
+        self.code = deciding.code
+        self.failures = tuple(failures)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -7,9 +7,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imagegen_mcp.errors import InvalidRequestError
-from imagegen_mcp.providers.base import GenerationRequest, ModelConfig
+from imagegen_mcp.providers.base import MAX_SEED, GenerationRequest, ModelConfig
 
-MAX_SEED = 2**31 - 1
 _N = TypeVar("_N", int, float)
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -1,9 +1,11 @@
 """Which provider and model serve a request: pure functions of their inputs, no I/O, no globals.
 
 The plan is: the model or provider the request names, else the configured default; then, in ``auto`` mode
-only, every other *available* provider with its default model, in the effective order (``provider_order``
-first, then priority, ties broken by name). ``strict`` never goes past the first candidate. The same inputs
-always give the same plan, whatever order the providers were registered in.
+only, every other provider with its default model, in the effective order (``provider_order`` first, then
+priority, ties broken by name). A candidate carries its availability from the snapshot the plan was made
+from: the service skips an unavailable one and says why, so a trace shows every provider considered.
+``strict`` never goes past the first candidate. The same inputs always give the same plan, whatever order
+the providers were registered in.
 """
 
 from __future__ import annotations
@@ -13,28 +15,28 @@ from dataclasses import dataclass
 
 from imagegen_mcp.config import FallbackMode
 from imagegen_mcp.errors import InvalidRequestError, ModelNotFoundError, ProviderNotFoundError
+from imagegen_mcp.providers.base import Availability
 
 
 @dataclass(frozen=True)
 class ProviderState:
+    """One provider as the resolver sees it, its availability taken in the snapshot."""
+
     name: str
     priority: int
     default_model: str
     models: tuple[str, ...]
-    unavailable_reason: str | None
-
-    @property
-    def available(self) -> bool:
-        return self.unavailable_reason is None
+    availability: Availability
 
 
 @dataclass(frozen=True)
 class Candidate:
     provider: str
     model: str
-    #: Why this candidate is in the plan, in words ("requested model", "fallback: priority 2", ...).
+    #: Why this candidate is in the plan, in words ("requested model", "fallback (order 2)", ...).
     why: str
-    unavailable_reason: str | None
+    #: The availability of this candidate's model in the snapshot the plan was made from.
+    availability: Availability
 
     @property
     def id(self) -> str:
@@ -100,7 +102,7 @@ def find_model(states: Sequence[ProviderState], ref: str, provider: str | None =
 
 
 def _candidate(state: ProviderState, model: str, why: str) -> Candidate:
-    return Candidate(state.name, model, why, state.unavailable_reason)
+    return Candidate(state.name, model, why, state.availability.model(model))
 
 
 def first_candidate(
@@ -156,7 +158,7 @@ def plan(
     if mode == "auto":
         by_name = {state.name: state for state in states}
         for rank, name in enumerate(effective_order(states, provider_order), start=1):
-            state = by_name[name]
-            if name != first.provider and state.available:
+            if name != first.provider:
+                state = by_name[name]
                 candidates.append(_candidate(state, state.default_model, f"fallback (order {rank})"))
     return Plan(mode=mode, candidates=tuple(candidates))

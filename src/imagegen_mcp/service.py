@@ -1,6 +1,7 @@
 """Orchestration: resolve a plan, try its candidates, store the images, return the result.
 
-Plain async code with no protocol in it: the MCP layer and the CLI both call :class:`ImageService`.
+Plain async code with no protocol in it: the MCP layer and the CLI both call :class:`ImageService`. Each
+request takes one availability snapshot; planning, skipping and the error that ends a plan all read it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,10 +28,12 @@ from imagegen_mcp.errors import (
     ImageGenError,
     InternalError,
     NoProviderAvailableError,
+    PlanFailedError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
 from imagegen_mcp.providers.base import (
+    MAX_SEED,
     GeneratedImage,
     GenerationRequest,
     ImageProvider,
@@ -38,7 +41,8 @@ from imagegen_mcp.providers.base import (
     Progress,
     ProviderResult,
 )
-from imagegen_mcp.requests import MAX_SEED, ImageRequest, fit_request
+from imagegen_mcp.requests import ImageRequest, fit_request
+from imagegen_mcp.resolver import Candidate, Plan, ProviderState
 from imagegen_mcp.storage import ImageStore, StoredImage
 
 logger = logging.getLogger(__name__)
@@ -49,12 +53,12 @@ RECENT_LIMIT = 50
 @dataclass(frozen=True)
 class SavedImage:
     stored: StoredImage
-    seed: int | None
+    seed: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerationResult:
-    images: list[SavedImage]
+    images: tuple[SavedImage, ...]
     provider: str
     model: str
     #: What the caller asked for: a model id, a provider, or the configured default.
@@ -62,9 +66,9 @@ class GenerationResult:
     parameters: GenerationRequest
     elapsed_ms: int
     cost: float | None
-    attempts: list[Attempt]
-    adjustments: list[str]
-    details: dict[str, Any] = field(default_factory=dict)
+    attempts: tuple[Attempt, ...]
+    adjustments: tuple[str, ...]
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def model_id(self) -> str:
@@ -73,6 +77,17 @@ class GenerationResult:
     @property
     def fell_back(self) -> bool:
         return len(self.attempts) > 1
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What became of one candidate: its attempt, and its output or its error (neither when skipped)."""
+
+    attempt: Attempt
+    output: ProviderResult | None = None
+    error: ImageGenError | None = None
+    request: GenerationRequest | None = None
+    adjustments: tuple[str, ...] = ()
 
 
 def _describe_request(request: ImageRequest) -> str:
@@ -108,19 +123,19 @@ class ImageService:
             except ImageGenError as exc:
                 raise ConfigError(f"{variable}: {exc.message}") from None
 
-    # -- listings ---------------------------------------------------------------------------------
+    # -- planning ---------------------------------------------------------------------------------
 
     def plan(
         self,
+        states: Sequence[ProviderState],
         *,
         model: str | None = None,
         provider: str | None = None,
         mode: FallbackMode | None = None,
-        states: Sequence[resolver.ProviderState] | None = None,
-    ) -> resolver.Plan:
-        """The plan for a request; ``states`` reuses an availability snapshot the caller already took."""
+    ) -> Plan:
+        """The plan for a request, from the availability snapshot ``states``."""
         return resolver.plan(
-            self.catalog.states() if states is None else states,
+            states,
             mode=mode or self.settings.fallback,
             model=model,
             provider=provider,
@@ -129,97 +144,78 @@ class ImageService:
             provider_order=self.settings.provider_order,
         )
 
-    def next_candidate(self, states: Sequence[resolver.ProviderState] | None = None) -> resolver.Candidate | None:
+    def next_candidate(self, states: Sequence[ProviderState]) -> Candidate | None:
         """The candidate a plain ``generate_image`` would run first right now, if any is available."""
-        return next((c for c in self.plan(states=states).candidates if c.unavailable_reason is None), None)
+        return next((c for c in self.plan(states).candidates if c.availability.met), None)
 
-    def effective_order(self, states: Sequence[resolver.ProviderState] | None = None) -> list[str]:
-        return resolver.effective_order(
-            self.catalog.states() if states is None else states, self.settings.provider_order
-        )
+    def effective_order(self, states: Sequence[ProviderState]) -> list[str]:
+        return resolver.effective_order(states, self.settings.provider_order)
 
     # -- generation -------------------------------------------------------------------------------
 
     async def generate(self, request: ImageRequest, progress: Progress | None = None) -> GenerationResult:
         progress = progress or Progress()
         started = time.perf_counter()
-        plan = self.plan(model=request.model, provider=request.provider, mode=request.fallback)
+        states = self.catalog.states()
+        plan = self.plan(states, model=request.model, provider=request.provider, mode=request.fallback)
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        attempts: list[Attempt] = []
-        failures: list[ImageGenError] = []
+        attempts: tuple[Attempt, ...] = ()
+        failures: tuple[ImageGenError, ...] = ()
         for index, candidate in enumerate(plan.candidates):
-            unavailable = candidate.unavailable_reason
-            if unavailable is not None:
-                attempts.append(
-                    Attempt(
-                        provider=candidate.provider,
-                        model=candidate.model,
-                        outcome="skipped",
-                        code=ErrorCode.PROVIDER_UNAVAILABLE,
-                        reason=unavailable,
-                    )
-                )
-                logger.info("skipping %s: %s", candidate.id, unavailable)
-                continue
-            provider = self.catalog.providers[candidate.provider]
-            model = self.catalog.config(candidate.provider, candidate.model)
-            job, adjustments = fit_request(request, model, candidate.id, primary=index == 0, seed=seed)
-            if attempts:
+            if failures and candidate.availability.met:
                 await progress.update(f"falling back to {candidate.id}")
-                logger.warning("falling back to %s (%s) after: %s", candidate.id, candidate.why, attempts[-1].reason)
-            tried_at = time.perf_counter()
-            try:
-                output = await self._run(provider, candidate, model, job, progress)
-            except ImageGenError as error:
-                error.provider = error.provider or candidate.provider
-                error.model = error.model or candidate.id
-                attempts.append(
-                    Attempt(
-                        provider=candidate.provider,
-                        model=candidate.model,
-                        outcome="failed",
-                        code=error.code,
-                        reason=error.message,
-                        elapsed_ms=_ms_since(tried_at),
-                    )
-                )
-                logger.warning("%s failed: %s: %s", candidate.id, error.code.value, error.message)
-                if not error.allows_fallback:
-                    error.attempts = attempts
-                    raise
-                failures.append(error)
-                continue
-            attempts.append(
+                logger.warning("falling back to %s (%s) after: %s", candidate.id, candidate.why, failures[-1].message)
+            run = await self._try(candidate, request, seed, primary=index == 0, progress=progress)
+            attempts = (*attempts, run.attempt)
+            if run.output is not None and run.request is not None:
+                return await self._finish(run, run.output, run.request, request, attempts, started, progress)
+            if run.error is not None:
+                failures = (*failures, run.error)
+                if not run.error.allows_fallback:
+                    break
+        raise self._unserved(plan, attempts, failures)
+
+    async def _try(
+        self, candidate: Candidate, request: ImageRequest, seed: int, *, primary: bool, progress: Progress
+    ) -> _Run:
+        """Run one candidate (or skip it when the snapshot says it is unavailable) and report its attempt."""
+        if not candidate.availability.met:
+            logger.info("skipping %s: %s", candidate.id, candidate.availability.reason)
+            return _Run(
                 Attempt(
                     provider=candidate.provider,
                     model=candidate.model,
-                    outcome="succeeded",
-                    elapsed_ms=_ms_since(tried_at),
+                    outcome="skipped",
+                    code=ErrorCode.PROVIDER_UNAVAILABLE,
+                    reason=candidate.availability.reason,
                 )
             )
-            await progress.update("saving images", 0.99)
-            result = GenerationResult(
-                images=[],
+        provider = self.catalog.providers[candidate.provider]
+        model = provider.models[candidate.model]
+        tried_at = time.perf_counter()
+        try:
+            job, adjustments = fit_request(request, model, candidate.id, primary=primary, seed=seed)
+            output = await self._run(provider, candidate, model, job, progress)
+        except ImageGenError as error:
+            logger.warning("%s failed: %s: %s", candidate.id, error.code.value, error.message)
+            attempt = Attempt(
                 provider=candidate.provider,
                 model=candidate.model,
-                requested=_describe_request(request),
-                parameters=job,
-                elapsed_ms=0,
-                cost=output.cost,
-                attempts=attempts,
-                adjustments=adjustments + output.adjustments,
-                details=output.details,
+                outcome="failed",
+                code=error.code,
+                reason=error.message,
+                elapsed_ms=_ms_since(tried_at),
             )
-            result.images = await self._save_all(output.images, result)
-            result.elapsed_ms = _ms_since(started)
-            self.recent.appendleft(result)
-            return result
-        raise self._exhausted(plan, attempts, failures)
+            return _Run(attempt, error=error)
+        attempt = Attempt(
+            provider=candidate.provider, model=candidate.model, outcome="succeeded", elapsed_ms=_ms_since(tried_at)
+        )
+        return _Run(attempt, output=output, request=job, adjustments=tuple(adjustments))
 
     async def _run(
         self,
-        provider: ImageProvider,
-        candidate: resolver.Candidate,
+        provider: ImageProvider[Any],
+        candidate: Candidate,
         model: ModelConfig,
         job: GenerationRequest,
         progress: Progress,
@@ -245,64 +241,90 @@ class ImageService:
             raise InternalError(f"{candidate.id} returned no image.")
         return output
 
-    async def _save_all(self, images: Sequence[GeneratedImage], result: GenerationResult) -> list[SavedImage]:
-        saved: list[SavedImage | None] = [None] * len(images)
-
-        async def save(index: int, image: GeneratedImage) -> None:
-            provenance = self._provenance(result, image, index)
-            stored = await anyio.to_thread.run_sync(self.store.save, image.data, provenance)
-            saved[index] = SavedImage(stored=stored, seed=image.seed)
-
-        async with anyio.create_task_group() as group:
-            for index, image in enumerate(images):
-                group.start_soon(save, index, image)
-        return [image for image in saved if image is not None]
-
-    def _provenance(self, result: GenerationResult, image: GeneratedImage, index: int) -> dict[str, Any]:
-        job = result.parameters
-        return {
+    async def _finish(
+        self,
+        run: _Run,
+        output: ProviderResult,
+        job: GenerationRequest,
+        request: ImageRequest,
+        attempts: tuple[Attempt, ...],
+        started: float,
+        progress: Progress,
+    ) -> GenerationResult:
+        """Save the images of the candidate that succeeded and build the result from them."""
+        await progress.update("saving images", 0.99)
+        provider, model = run.attempt.provider, run.attempt.model
+        adjustments = (*run.adjustments, *output.adjustments)
+        provenance = {
             "generator": f"imagegen-mcp {__version__}",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "provider": result.provider,
-            "model": result.model_id,
-            "requested": result.requested,
+            "provider": provider,
+            "model": f"{provider}:{model}",
+            "requested": _describe_request(request),
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt,
             "width": job.width,
             "height": job.height,
             "steps": job.steps,
             "guidance_scale": job.guidance_scale,
-            "seed": image.seed,
-            "index": index,
-            "cost_usd": result.cost,
-            "adjustments": result.adjustments,
-            "attempts": [attempt.model_dump(mode="json", exclude_none=True) for attempt in result.attempts],
+            "cost_usd": output.cost,
+            "adjustments": list(adjustments),
+            "attempts": [attempt.model_dump(mode="json", exclude_none=True) for attempt in attempts],
         }
+        images = await self._save_all(output.images, provenance)
+        result = GenerationResult(
+            images=images,
+            provider=provider,
+            model=model,
+            requested=_describe_request(request),
+            parameters=job,
+            elapsed_ms=_ms_since(started),
+            cost=output.cost,
+            attempts=attempts,
+            adjustments=adjustments,
+            details=output.details,
+        )
+        self.recent.appendleft(result)
+        return result
 
-    def _exhausted(self, plan: resolver.Plan, attempts: list[Attempt], failures: list[ImageGenError]) -> ImageGenError:
+    async def _save_all(
+        self, images: Sequence[GeneratedImage], provenance: Mapping[str, Any]
+    ) -> tuple[SavedImage, ...]:
+        saved: list[SavedImage | None] = [None] * len(images)
+
+        async def save(index: int, image: GeneratedImage) -> None:
+            record = {**provenance, "seed": image.seed, "index": index}
+            stored = await anyio.to_thread.run_sync(self.store.save, image.data, record)
+            saved[index] = SavedImage(stored=stored, seed=image.seed)
+
+        async with anyio.create_task_group() as group:
+            for index, image in enumerate(images):
+                group.start_soon(save, index, image)
+        return tuple(image for image in saved if image is not None)
+
+    def _unserved(
+        self,
+        plan: Plan,
+        attempts: tuple[Attempt, ...],
+        failures: tuple[ImageGenError, ...],
+    ) -> ImageGenError:
+        """The one error for a plan that produced no image, built from the attempts and the snapshot."""
         if failures:
-            last = failures[-1]
-            if len(attempts) > 1:
-                last.message = f"{last.message} (tried {', '.join(f'{a.provider}:{a.model}' for a in attempts)})"
-            last.remediation = _unique([step for failure in failures for step in failure.remediation])
-            last.attempts = attempts
-            return last
-        if plan.mode == "strict" or len(self.catalog.providers) == 1:
-            candidate = plan.candidates[0]
-            provider = self.catalog.providers[candidate.provider]
+            last = next(attempt for attempt in reversed(attempts) if attempt.outcome == "failed")
+            return PlanFailedError(failures, attempts, provider=last.provider, model=f"{last.provider}:{last.model}")
+        first = plan.candidates[0]
+        if plan.mode == "strict" or len(plan.candidates) == 1:
             return ProviderUnavailableError(
-                f"{candidate.provider} is unavailable: {candidate.unavailable_reason}.",
-                provider=candidate.provider,
-                model=candidate.id,
-                remediation=provider.setup_instructions(),
+                f"{first.id} is unavailable: {first.availability.reason}.",
+                provider=first.provider,
+                model=first.id,
+                remediation=first.availability.steps,
                 attempts=attempts,
             )
-        reasons = "; ".join(f"{name}: {p.unavailable_reason()}" for name, p in self.catalog.providers.items())
+        considered = "; ".join(f"{c.id}: {c.availability.reason}" for c in plan.candidates)
         return NoProviderAvailableError(
-            f"No image provider is available ({reasons}).",
-            remediation=_unique(
-                [step for name in self.effective_order() for step in self.catalog.providers[name].setup_instructions()]
-            ),
+            f"No image provider is available ({considered}).",
+            remediation=dict.fromkeys(step for c in plan.candidates for step in c.availability.steps),
             attempts=attempts,
         )
 
@@ -312,11 +334,8 @@ class ImageService:
                 await provider.aclose()
             except Exception:
                 logger.exception("closing %s failed", provider.info.name)
+        self.store.close()
 
 
 def _ms_since(start: float) -> int:
     return round((time.perf_counter() - start) * 1000)
-
-
-def _unique(items: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(items))

@@ -14,13 +14,13 @@ import secrets
 import struct
 import tempfile
 import zlib
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pybase64
 from PIL import Image
 
 from imagegen_mcp.config import PreviewFormat
@@ -116,12 +116,12 @@ class ImageStore:
             raise FileNotFoundError(image_id)
         return self.root / f"{image_id}.png"
 
-    def save(self, data: bytes | str, provenance: dict[str, Any]) -> StoredImage:
-        """Store one image (bytes, or base64 text) with its provenance and make its preview.
+    def save(self, data: bytes, provenance: Mapping[str, Any]) -> StoredImage:
+        """Store one image with its provenance and make its preview.
 
         Blocking: run it in a worker thread.
         """
-        png, decoded = _as_png(pybase64.b64decode(data, validate=True) if isinstance(data, str) else data)
+        png, decoded = _as_png(data)
         image_id = new_image_id()
         path = self.path_for(image_id)
         record = {"id": image_id, **provenance}
@@ -169,3 +169,7 @@ class ImageStore:
 
     def read(self, image_id: str) -> bytes:
         return self.path_for(image_id).read_bytes()
+
+    def close(self) -> None:
+        """Stop the writer threads once the writes in progress are done."""
+        self._writer.shutdown(wait=True)

@@ -1,25 +1,43 @@
 """The contract between the core and every image provider.
 
-A provider module defines a frozen :class:`ModelConfig` subclass, its model registry and a
-:class:`ProviderInfo`, and implements :class:`ImageProvider`. The core knows nothing else about it.
-Availability is cheap and local (no network, no heavy import); connecting or loading happens on the first
-:meth:`ImageProvider.generate` and is undone by :meth:`ImageProvider.aclose`.
+A provider module defines a frozen :class:`ModelConfig` subclass ``M``, its built-in models and a
+:class:`ProviderInfo`, and implements :class:`ImageProvider` ``[M]``. The instance holds its models, so models
+can be added (built-ins plus the user's) without touching provider code. The core knows nothing else about it.
+
+Availability is one value, :class:`Availability`, computed by :meth:`ImageProvider.check` from the provider's
+:class:`Requirement` list (and per model, where a model needs more, such as its weights). It is cheap and local
+(no network, no heavy import) and taken once per request or listing as a snapshot. Connecting or loading happens
+on the first :meth:`ImageProvider.generate` and is undone by :meth:`ImageProvider.aclose`.
 """
 
 from __future__ import annotations
 
+import binascii
 import functools
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, Generic, Self, TypeVar
 
+import anyio.to_thread
+import pybase64
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imagegen_mcp.config import Settings
+from imagegen_mcp.errors import ProviderError
 
 MODEL_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+#: The largest seed any provider takes (a signed 32-bit integer, what the vendors accept).
+MAX_SEED = 2**31 - 1
+
+
+def seed_at(seed: int, index: int) -> int:
+    """The seed of image ``index`` of a request whose first image uses ``seed``.
+
+    Wraps at :data:`MAX_SEED`, so every reported seed can be passed back to reproduce its image alone.
+    """
+    return (seed + index) % (MAX_SEED + 1)
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,9 @@ class ModelConfig(BaseModel):
         )
 
 
+M = TypeVar("M", bound=ModelConfig)
+
+
 class GenerationRequest(BaseModel):
     """A request resolved for one model: every value is final (sizes fit the model, the seed is chosen)."""
 
@@ -98,38 +119,64 @@ class GenerationRequest(BaseModel):
     aspect_ratio: str | None
     steps: int | None
     guidance_scale: float | None
-    #: Seed of the first image; image ``i`` uses ``seed + i`` unless the provider reports otherwise.
-    seed: int
+    #: Seed of the first image; image ``i`` uses :meth:`seed_of` ``(i)`` unless the provider reports otherwise.
+    seed: int = Field(ge=0, le=MAX_SEED)
     count: int = Field(ge=1, le=4)
+
+    def seed_of(self, index: int) -> int:
+        return seed_at(self.seed, index)
 
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    #: The encoded image (PNG preferred), or the same as base64 text when that is how the backend delivered it:
-    #: the store decodes it in its worker thread, so megabytes of base64 never block the event loop.
-    data: bytes | str
+    #: The encoded image (PNG preferred).
+    data: bytes
     mime_type: str
-    #: The seed this image was actually made with, as the backend reports it.
-    seed: int | None
+    #: The seed this image was actually made with.
+    seed: int
 
 
-@dataclass
+async def decode_base64_images(provider: str, payloads: Sequence[tuple[str, str, int]]) -> list[GeneratedImage]:
+    """Images delivered as base64 text (``(base64, mime type, seed)`` each), decoded in a worker thread so that
+    megabytes of base64 never block the event loop. Text that is not base64 is the vendor's fault: a
+    retryable :class:`~imagegen_mcp.errors.ProviderError`."""
+
+    def decode() -> list[GeneratedImage]:
+        images = []
+        for index, (text, mime_type, seed) in enumerate(payloads):
+            try:
+                data = pybase64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise ProviderError(
+                    f"{provider} sent image {index + 1} as data that is not valid base64.",
+                    provider=provider,
+                    retryable=True,
+                    remediation=["Try again; if it keeps happening, check the provider's endpoint setting"],
+                ) from None
+            images.append(GeneratedImage(data=data, mime_type=mime_type, seed=seed))
+        return images
+
+    return await anyio.to_thread.run_sync(decode)
+
+
+@dataclass(frozen=True)
 class ProviderResult:
-    images: list[GeneratedImage]
+    images: Sequence[GeneratedImage]
     #: In US dollars, when the provider reports it.
     cost: float | None = None
     #: What the provider changed about the request, in words an agent can pass on (e.g. a size mapping).
-    adjustments: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
+    adjustments: Sequence[str] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Requirement:
-    """One condition a provider needs: whether it holds, the reason given when not, the step that fixes it."""
+    """One condition a provider (or a model) needs: whether it holds, the reason given when it does not, and
+    the steps, in order, that a person follows to meet it."""
 
     met: bool
     reason: str
-    step: str
+    steps: tuple[str, ...]
 
 
 def sdk_requirement(module: str, sdk: str, extra: str) -> Requirement:
@@ -137,8 +184,35 @@ def sdk_requirement(module: str, sdk: str, extra: str) -> Requirement:
     return Requirement(
         met=not missing_modules(module),
         reason=f"the {sdk} SDK is not installed",
-        step=f"Install the {extra.capitalize()} extra: pip install 'imagegen-mcp[{extra}]'",
+        steps=(f"Install the {extra.capitalize()} extra: pip install 'imagegen-mcp[{extra}]'",),
     )
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a provider (or one of its models) can run now, why not, and the steps that fix it.
+
+    ``models`` holds the models whose availability differs from the provider's (e.g. a local model whose
+    weights are missing while others are on disk); :meth:`model` answers for any key.
+    """
+
+    met: bool
+    reason: str | None = None
+    steps: tuple[str, ...] = ()
+    models: Mapping[str, Availability] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def of(cls, requirements: Iterable[Requirement]) -> Availability:
+        """Met when every requirement is; the reason is the first unmet one's, the steps those of all unmet."""
+        unmet = [need for need in requirements if not need.met]
+        if not unmet:
+            return cls(met=True)
+        steps = tuple(dict.fromkeys(step for need in unmet for step in need.steps))
+        return cls(met=False, reason=unmet[0].reason, steps=steps)
+
+    def model(self, key: str) -> Availability:
+        """The availability of model ``key``: the provider's, unless the model's own differs."""
+        return self.models.get(key, self)
 
 
 ProgressSink = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -167,44 +241,62 @@ class Progress:
         await self._sink(round(value, 4), 100.0, message)
 
 
-class ImageProvider(ABC):
-    """An image backend. Subclasses set ``info`` and ``models`` and implement the abstract methods."""
+class ImageProvider(ABC, Generic[M]):
+    """An image backend whose models are configured by ``M``.
 
-    info: ClassVar[ProviderInfo]
-    models: ClassVar[Mapping[str, ModelConfig]]
+    Subclasses set ``info``, implement :meth:`builtin_models` and :meth:`generate`, and declare what they need
+    in :meth:`requirements` (and :meth:`model_requirements`, for needs that differ per model).
+    """
+
+    info: ProviderInfo
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: Every model this provider serves, by key.
+        self.models: dict[str, M] = registry(self.builtin_models())
 
-    def requirements(self) -> list[Requirement]:
-        """What this provider needs (an SDK, a key, ...), each with its reason and fix. Cheap: no network."""
-        return []
+    @abstractmethod
+    def builtin_models(self) -> Sequence[M]:
+        """The models that come with the provider."""
 
-    def unavailable_reason(self) -> str | None:
-        """Why this provider cannot run now, or ``None``. Cheap: no network, no heavy import."""
-        return next((need.reason for need in self.requirements() if not need.met), None)
+    def requirements(self) -> Sequence[Requirement]:
+        """What this provider needs (an SDK, a key, a device, ...). Cheap: no network, no heavy import."""
+        return ()
 
-    def setup_instructions(self) -> list[str]:
-        """Steps a person follows to make this provider available."""
-        return [need.step for need in self.requirements() if not need.met]
+    def model_requirements(self, model: M) -> Sequence[Requirement]:
+        """What one model needs beyond the provider's requirements (e.g. its weights on disk). Cheap too."""
+        return ()
 
-    def is_available(self) -> bool:
-        return self.unavailable_reason() is None
+    def check(self) -> Availability:
+        """The provider's availability now, with the models whose availability differs.
 
-    def model_unavailable_reason(self, model: ModelConfig) -> str | None:
-        """Why one model cannot run while the provider can (e.g. its weights are missing), or ``None``.
-
-        Shown by ``list_models``; a generation with such a model raises ``provider_unavailable`` itself, with
-        the exact steps to fix it.
+        A provider none of whose models can run is unavailable, with its default model's reason and steps.
         """
-        return None
+        availability = Availability.of(self.requirements())
+        if not availability.met:
+            return availability
+        differing = {
+            key: model_availability
+            for key, model in self.models.items()
+            if not (model_availability := Availability.of(self.model_requirements(model))).met
+        }
+        if differing and len(differing) == len(self.models):
+            default_key = self.info.default_model
+            default = differing[default_key]
+            return Availability(
+                met=False,
+                reason=f"none of its models can run here (default model {default_key}: {default.reason})",
+                steps=default.steps,
+                models=differing,
+            )
+        return Availability(met=True, models=differing)
 
     def timeout_s(self, default: float) -> float:
         """How long one generation may take before it is a ``provider_timeout`` (the server's by default)."""
         return default
 
     @abstractmethod
-    async def generate(self, request: GenerationRequest, model: ModelConfig, progress: Progress) -> ProviderResult:
+    async def generate(self, request: GenerationRequest, model: M, progress: Progress) -> ProviderResult:
         """Generate ``request.count`` images; raise an :class:`~imagegen_mcp.errors.ImageGenError`."""
 
     async def aclose(self) -> None:
@@ -227,10 +319,11 @@ def _importable(module: str) -> bool:
         return False
 
 
-def registry(*configs: ModelConfig) -> dict[str, ModelConfig]:
-    """Build a provider's model registry keyed by model key; a repeated key is a programming error."""
-    keys = [config.key for config in configs]
-    duplicates = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicates:
-        raise ValueError(f"model keys defined twice: {', '.join(duplicates)}")
-    return {config.key: config for config in configs}
+def registry(configs: Iterable[M]) -> dict[str, M]:
+    """A provider's models keyed by model key; a repeated key is a programming error."""
+    models: dict[str, M] = {}
+    for config in configs:
+        if config.key in models:
+            raise ValueError(f"model key {config.key!r} is defined twice")
+        models[config.key] = config
+    return models

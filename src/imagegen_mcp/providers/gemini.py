@@ -42,10 +42,8 @@ from imagegen_mcp.providers.base import (
     ProviderInfo,
     ProviderResult,
     Requirement,
-    registry,
     sdk_requirement,
 )
-from imagegen_mcp.requests import MAX_SEED
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -122,7 +120,7 @@ class GeminiModelConfig(ModelConfig):
         return self
 
 
-GEMINI_MODELS = registry(
+GEMINI_MODELS = (
     GeminiModelConfig(
         key="gemini_flash_image",
         display_name="Gemini 2.5 Flash Image",
@@ -213,7 +211,7 @@ class _Image:
     size: tuple[int, int]
 
 
-class GeminiProvider(ImageProvider):
+class GeminiProvider(ImageProvider[GeminiModelConfig]):
     info = ProviderInfo(
         name="gemini",
         display_name="Google Gemini",
@@ -221,7 +219,6 @@ class GeminiProvider(ImageProvider):
         default_model="gemini_flash_image",
         priority=3,
     )
-    models = GEMINI_MODELS
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -229,14 +226,19 @@ class GeminiProvider(ImageProvider):
         self._client: Client | None = None
         self._limiter = anyio.CapacityLimiter(MAX_IN_FLIGHT)
 
+    def builtin_models(self) -> Sequence[GeminiModelConfig]:
+        return GEMINI_MODELS
+
     def requirements(self) -> list[Requirement]:
         return [
             sdk_requirement("google.genai", "google-genai", "gemini"),
             Requirement(
                 met=self.config.api_key is not None,
                 reason="neither GEMINI_API_KEY nor GOOGLE_API_KEY is set",
-                step=f"Create a key at {_KEYS_URL} and set GEMINI_API_KEY in the server's environment; image "
-                "models need a project with billing enabled (their free-tier quota is 0)",
+                steps=(
+                    f"Create a key at {_KEYS_URL} and set GEMINI_API_KEY in the server's environment; image "
+                    "models need a project with billing enabled (their free-tier quota is 0)",
+                ),
             ),
         ]
 
@@ -251,7 +253,7 @@ class GeminiProvider(ImageProvider):
             from google.genai import types
 
             if self.config.api_key is None:
-                raise ProviderUnavailableError("Gemini has no API key.", remediation=self.setup_instructions())
+                raise ProviderUnavailableError("Gemini has no API key.", remediation=self.check().steps)
             self._client = genai.Client(
                 api_key=self.config.api_key.get_secret_value(),
                 # Explicit, so GOOGLE_GENAI_USE_VERTEXAI and similar variables cannot redirect the client.
@@ -265,13 +267,13 @@ class GeminiProvider(ImageProvider):
             )
         return self._client
 
-    async def generate(self, request: GenerationRequest, model: ModelConfig, progress: Progress) -> ProviderResult:
-        if not isinstance(model, GeminiModelConfig):
-            raise TypeError(f"{model.key} is not a Gemini model")
+    async def generate(
+        self, request: GenerationRequest, model: GeminiModelConfig, progress: Progress
+    ) -> ProviderResult:
         client = self._connect()
         model_id = f"{self.info.name}:{model.key}"
         shape = Shape.for_request(request, model)
-        seeds = [(request.seed + index) % (MAX_SEED + 1) for index in range(request.count)]
+        seeds = [request.seed_of(index) for index in range(request.count)]
         images: list[_Image | None] = [None] * request.count
         failures: list[ImageGenError] = []
         await progress.update(f"asking {model.display_name} for {request.count} image(s) at {shape.describe()}", 0.05)
@@ -337,7 +339,7 @@ class GeminiProvider(ImageProvider):
         return _image_from(response)
 
     def _api_error(self, exc: APIError, model: GeminiModelConfig) -> ImageGenError:
-        """Map an HTTP error of the Gemini API to the error an agent can act on (DESIGN rule 5)."""
+        """Map an HTTP error of the Gemini API to the error an agent can act on."""
         details = _rpc_details(exc)
         reasons = {detail.get("reason") for detail in details if detail.get("@type") == _RPC + "ErrorInfo"}
         summary = _clip(f"{exc.code} {exc.status or ''}: {exc.message or ''}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -39,7 +39,6 @@ from imagegen_mcp.errors import (
     redact,
 )
 from imagegen_mcp.providers.base import (
-    GeneratedImage,
     GenerationRequest,
     ImageProvider,
     ModelConfig,
@@ -47,7 +46,7 @@ from imagegen_mcp.providers.base import (
     ProviderInfo,
     ProviderResult,
     Requirement,
-    registry,
+    decode_base64_images,
     sdk_requirement,
 )
 
@@ -80,7 +79,7 @@ class RunwareModelConfig(ModelConfig):
     default_negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT
 
 
-RUNWARE_MODELS = registry(
+RUNWARE_MODELS = (
     RunwareModelConfig(
         key="juggernaut_pro",
         display_name="Juggernaut Pro (FLUX)",
@@ -171,7 +170,7 @@ class _Connection:
                 logger.warning("closing the Runware connection failed", exc_info=True)
 
 
-class RunwareProvider(ImageProvider):
+class RunwareProvider(ImageProvider[RunwareModelConfig]):
     info = ProviderInfo(
         name="runware",
         display_name="Runware",
@@ -179,7 +178,6 @@ class RunwareProvider(ImageProvider):
         default_model="juggernaut_pro",
         priority=1,
     )
-    models = RUNWARE_MODELS
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -187,21 +185,25 @@ class RunwareProvider(ImageProvider):
         self._connection: _Connection | None = None
         self._connecting = anyio.Lock()
 
+    def builtin_models(self) -> Sequence[RunwareModelConfig]:
+        return RUNWARE_MODELS
+
     def requirements(self) -> list[Requirement]:
         return [
             sdk_requirement("runware", "runware", "runware"),
             Requirement(
                 met=self.config.api_key is not None,
                 reason="RUNWARE_API_KEY is not set",
-                step=f"Create an API key at {KEYS_URL} and set RUNWARE_API_KEY in the server's "
-                "environment (the 'env' block of your MCP client config)",
+                steps=(
+                    f"Create an API key at {KEYS_URL} and set RUNWARE_API_KEY in the server's "
+                    "environment (the 'env' block of your MCP client config)",
+                ),
             ),
         ]
 
-    async def generate(self, request: GenerationRequest, model: ModelConfig, progress: Progress) -> ProviderResult:
-        if not isinstance(model, RunwareModelConfig):
-            raise TypeError(f"{model.key} is not a Runware model")
-        _check_size(request, model)
+    async def generate(
+        self, request: GenerationRequest, model: RunwareModelConfig, progress: Progress
+    ) -> ProviderResult:
         from runware import IImageInference, RunwareAPIError
 
         task = IImageInference(
@@ -235,15 +237,15 @@ class RunwareProvider(ImageProvider):
             raise self._task_error(exc.error_data) from None
         await progress.update(f"received {len(results)} image(s) from Runware", 0.95)
         costs = [float(item.cost) for item in results if item.cost is not None]
-        return ProviderResult(
-            images=[
-                GeneratedImage(
-                    data=item.imageBase64Data,
-                    mime_type="image/png",
-                    seed=int(item.seed) if item.seed is not None else request.seed + index,
-                )
+        images = await decode_base64_images(
+            self.info.name,
+            [
+                (item.imageBase64Data, "image/png", int(item.seed) if item.seed is not None else request.seed_of(index))
                 for index, item in enumerate(results)
             ],
+        )
+        return ProviderResult(
+            images=images,
             cost=sum(costs) if costs else None,
             details={"air": model.air, "task_uuid": task.taskUUID},
         )
@@ -269,7 +271,7 @@ class RunwareProvider(ImageProvider):
 
     async def _open(self) -> _Connection:
         if self.config.api_key is None:
-            raise ProviderUnavailableError("RUNWARE_API_KEY is not set", remediation=self.setup_instructions())
+            raise ProviderUnavailableError("RUNWARE_API_KEY is not set", remediation=self.check().steps)
         from runware import Runware
 
         # CRITICAL only: at DEBUG the SDK logs every message it sends, the authentication with the key too.
@@ -376,15 +378,3 @@ class RunwareProvider(ImageProvider):
             return InvalidRequestError(text, remediation=[fix], details=details)
         retryable = any(word in kind for word in ("internal", "unavailable", "server"))
         return ProviderError(text, retryable=retryable, remediation=["Try again later"], details=details)
-
-
-def _check_size(request: GenerationRequest, model: RunwareModelConfig) -> None:
-    for name, value in (("width", request.width), ("height", request.height)):
-        if value > model.max_resolution or value % model.size_multiple:
-            raise InvalidRequestError(
-                f"{name} {value} does not suit {model.key}: at most {model.max_resolution}, a multiple of "
-                f"{model.size_multiple}.",
-                remediation=[
-                    f"Use a {name} of at most {model.max_resolution} that is a multiple of {model.size_multiple}"
-                ],
-            )

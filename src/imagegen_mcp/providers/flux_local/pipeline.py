@@ -20,8 +20,8 @@ import torch
 
 from imagegen_mcp.errors import OutOfMemoryError, ProviderUnavailableError
 from imagegen_mcp.providers.base import GeneratedImage, GenerationRequest
-from imagegen_mcp.providers.flux_local import FluxModelConfig, SchedulerConfig
-from imagegen_mcp.providers.flux_local_weights import WeightsLocator
+from imagegen_mcp.providers.flux_local.config import FluxModelConfig, SchedulerConfig
+from imagegen_mcp.providers.flux_local.weights import WeightsLocator
 
 #: Called from the worker thread with a message and the fraction done (``None``: no new fraction).
 Report = Callable[[str, float | None], None]
@@ -104,7 +104,7 @@ class DevicePipelines:
         for index in range(request.count):
             if should_stop():
                 return None
-            seed = request.seed + index
+            seed = request.seed_of(index)
             image = _denoise(pipe, model, request, seed, index, report, should_stop)
             if image is None:
                 return None
@@ -152,7 +152,7 @@ class DevicePipelines:
             missing = self.locator.missing(model)
             raise ProviderUnavailableError(
                 f"The weights of {model.key} could not be read: {exc}",
-                remediation=missing.steps if missing else ["Download the model's files again"],
+                remediation=missing.steps if missing else ("Download the model's files again",),
             ) from None
         pipe.scheduler = _scheduler(model.scheduler, pipe.scheduler.config)
         # stdout belongs to the protocol: no progress bars from the pipeline.

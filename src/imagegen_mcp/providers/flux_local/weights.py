@@ -1,0 +1,247 @@
+"""Where a local model's weights are, and which of them are missing.
+
+:meth:`WeightsLocator.missing` answers from the disk alone (no network, no torch): availability is checked on
+every ``list_providers``. :meth:`WeightsLocator.locate` runs in the device's worker thread before a load and
+downloads what is missing when ``FLUX_LOCAL_ALLOW_DOWNLOAD`` is on. huggingface_hub comes with the ``local``
+extra, so it is imported only when a model names a Hugging Face repository.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagegen_mcp.errors import ProviderError, ProviderUnavailableError
+from imagegen_mcp.providers.flux_local.config import FluxModelConfig, PipelineType
+
+#: What diffusers itself fetches of a single-file checkpoint's base repository: configs and tokenizers.
+CONFIG_PATTERNS = ("*.json", "*.txt")
+#: The weights of a diffusers-format repository, single or sharded, without other precisions' variants.
+WEIGHT_PATTERNS = (
+    "*/diffusion_pytorch_model.safetensors",
+    "*/diffusion_pytorch_model-*.safetensors",
+    "*/model.safetensors",
+    "*/model-*.safetensors",
+)
+_DIFFUSERS_WEIGHTS = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "diffusion_pytorch_model.bin",
+)
+_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+ALLOW_DOWNLOAD_STEP = "Or set FLUX_LOCAL_ALLOW_DOWNLOAD=true to let the server download what is missing on first use"
+
+
+def required_files(pipeline: PipelineType, *, weights: bool) -> tuple[tuple[str, ...], ...]:
+    """The files a diffusers-format folder of ``pipeline`` must hold; each entry lists alternatives.
+
+    ``weights=False`` is what a single-file checkpoint needs of its base model: configs and tokenizers only.
+    """
+    suffixes = ("", "_2") if pipeline == "sdxl" else ("",)
+    files: list[tuple[str, ...]] = [("model_index.json",), ("scheduler/scheduler_config.json",)]
+    models = [("unet", _DIFFUSERS_WEIGHTS), ("vae", _DIFFUSERS_WEIGHTS)]
+    models += [(f"text_encoder{suffix}", _TRANSFORMERS_WEIGHTS) for suffix in suffixes]
+    for component, weight_files in models:
+        files.append((f"{component}/config.json",))
+        if weights:
+            files.append(tuple(f"{component}/{name}" for name in weight_files))
+    for suffix in suffixes:
+        files += [(f"tokenizer{suffix}/{name}",) for name in ("tokenizer_config.json", "vocab.json", "merges.txt")]
+    return tuple(files)
+
+
+@dataclass(frozen=True)
+class MissingWeights:
+    reason: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LocatedWeights:
+    #: A diffusers-format folder: the whole pipeline, or the base model's configs for a checkpoint.
+    folder: Path
+    #: The single-file checkpoint, when the model is one.
+    checkpoint: Path | None
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A single-file checkpoint inside a Hugging Face repository."""
+
+    description: str
+    repo_id: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class HubRepo:
+    """A diffusers-format folder that is a Hugging Face repository."""
+
+    description: str
+    repo_id: str
+    #: What the folder must hold (relative paths, alternatives per entry).
+    files: tuple[tuple[str, ...], ...]
+    #: What to download of the repository.
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LocalPath:
+    """A local single-file checkpoint (``files`` empty) or diffusers-format folder."""
+
+    description: str
+    path: Path
+    files: tuple[tuple[str, ...], ...] = ()
+
+
+#: One thing a model loads from.
+Source = HubFile | HubRepo | LocalPath
+
+
+class WeightsLocator:
+    def __init__(self, cache_dir: Path | None, *, allow_download: bool) -> None:
+        self.cache_dir = cache_dir
+        self.allow_download = allow_download
+
+    def missing(self, model: FluxModelConfig) -> MissingWeights | None:
+        """What keeps ``model`` from loading offline, or ``None`` when everything is on the disk."""
+        for source in sources(model):
+            problem = self._missing(source)
+            if problem is not None:
+                return problem
+        return None
+
+    def locate(self, model: FluxModelConfig) -> LocatedWeights:
+        """Local paths of everything ``model`` loads, downloading what is missing if that is allowed."""
+        paths = [self._locate(source) for source in sources(model)]
+        if model.is_single_file:
+            checkpoint, folder = paths
+            return LocatedWeights(folder=folder, checkpoint=checkpoint)
+        return LocatedWeights(folder=paths[0], checkpoint=None)
+
+    # -- one source -----------------------------------------------------------------------------------
+
+    def _missing(self, source: Source) -> MissingWeights | None:
+        match source:
+            case LocalPath():
+                return _missing_local(source)
+            case HubFile(repo_id=repo_id, filename=filename):
+                absent = [] if self._cached(repo_id, (filename,)) else [filename]
+            case HubRepo(repo_id=repo_id, files=files):
+                absent = [names[0] for names in files if self._cached(repo_id, names) is None]
+        if not absent:
+            return None
+        return MissingWeights(
+            reason=f"the Hugging Face cache ({self._cache_name()}) lacks {_summarise(absent)} of {repo_id} "
+            f"({source.description})",
+            steps=(f"Download {source.description}: {self._download_command(source)}", ALLOW_DOWNLOAD_STEP),
+        )
+
+    def _locate(self, source: Source) -> Path:
+        problem = self._missing(source)
+        if problem is not None:
+            if isinstance(source, LocalPath) or not self.allow_download:
+                raise ProviderUnavailableError(problem.reason, remediation=problem.steps)
+            return self._download(source)
+        match source:
+            case LocalPath(path=path):
+                return path
+            case HubFile(repo_id=repo_id, filename=filename):
+                found = self._cached(repo_id, (filename,))
+            case HubRepo(repo_id=repo_id, files=files):
+                # The folder is the snapshot holding the first required file (model_index.json).
+                first = self._cached(repo_id, files[0])
+                found = first.parent if first is not None else None
+        if found is None:  # removed from the cache since it was checked a moment ago
+            raise ProviderUnavailableError(f"{source.description} of {repo_id} vanished from the cache")
+        return found
+
+    def _cached(self, repo_id: str, alternatives: tuple[str, ...]) -> Path | None:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in alternatives:
+            found = try_to_load_from_cache(repo_id, name, cache_dir=self.cache_dir)
+            if isinstance(found, str):
+                return Path(found)
+        return None
+
+    def _download(self, source: HubFile | HubRepo) -> Path:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        try:
+            if isinstance(source, HubFile):
+                return Path(hf_hub_download(source.repo_id, source.filename, cache_dir=self.cache_dir))
+            return Path(
+                snapshot_download(source.repo_id, allow_patterns=list(source.patterns), cache_dir=self.cache_dir)
+            )
+        except Exception as exc:
+            raise ProviderError(
+                f"Could not download {source.repo_id} ({source.description}): {type(exc).__name__}: {exc}",
+                retryable=True,
+                remediation=[
+                    "Check the network connection and try again",
+                    f"Or download it beforehand: {self._download_command(source)}",
+                ],
+            ) from exc
+
+    def _download_command(self, source: HubFile | HubRepo) -> str:
+        words = ["hf", "download", source.repo_id]
+        if isinstance(source, HubFile):
+            words.append(source.filename)
+        else:
+            for pattern in source.patterns:
+                words += ["--include", pattern]
+        if self.cache_dir is not None:
+            words += ["--cache-dir", str(self.cache_dir)]
+        return shlex.join(words)
+
+    def _cache_name(self) -> str:
+        if self.cache_dir is not None:
+            return str(self.cache_dir)
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+
+
+def sources(model: FluxModelConfig) -> list[Source]:
+    """What a model loads from: its diffusers-format folder, or its checkpoint and its base model's configs."""
+    if not model.is_single_file:
+        files = required_files(model.pipeline, weights=True)
+        description = "the diffusers-format model"
+        if model.path is not None:
+            return [LocalPath(description, model.path, files)]
+        assert model.repo_id is not None  # the config's validator guarantees exactly one source
+        return [HubRepo(description, model.repo_id, files, CONFIG_PATTERNS + WEIGHT_PATTERNS)]
+    checkpoint: Source
+    if model.path is not None:
+        checkpoint = LocalPath("the checkpoint", model.path)
+    else:
+        assert model.repo_id is not None and model.filename is not None
+        checkpoint = HubFile("the checkpoint", model.repo_id, model.filename)
+    description = "the base model's configs and tokenizers"
+    base_files = required_files(model.pipeline, weights=False)
+    if model.base_path is not None:
+        return [checkpoint, LocalPath(description, model.base_path, base_files)]
+    return [checkpoint, HubRepo(description, model.base_repo(), base_files, CONFIG_PATTERNS)]
+
+
+def _missing_local(source: LocalPath) -> MissingWeights | None:
+    if not source.files:
+        if source.path.is_file():
+            return None
+        return MissingWeights(
+            reason=f"checkpoint {source.path} does not exist",
+            steps=(f"Put the checkpoint at {source.path}, or point the model's path at where it is",),
+        )
+    absent = [names[0] for names in source.files if not any((source.path / name).is_file() for name in names)]
+    if not absent:
+        return None
+    return MissingWeights(
+        reason=f"{source.path} is not a complete diffusers-format folder: missing {_summarise(absent)}",
+        steps=(f"Save a pipeline to {source.path} with save_pretrained(), or point the model's path at such a folder",),
+    )
+
+
+def _summarise(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
