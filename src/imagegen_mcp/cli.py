@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+from pydantic import BaseModel
 
-from imagegen_mcp import __version__, logs
+from imagegen_mcp import __version__, listings, logs
 from imagegen_mcp.catalog import Catalog
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import CatalogError, ConfigError, ImageGenError, redact
@@ -42,19 +45,32 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--provider", help="only this provider's models")
 
     generate = commands.add_parser("generate", help="generate images once and print where they were saved")
-    generate.add_argument("prompt")
-    generate.add_argument("--model")
-    generate.add_argument("--provider")
-    generate.add_argument("--negative-prompt")
-    generate.add_argument("--width", type=int)
-    generate.add_argument("--height", type=int)
-    generate.add_argument("--aspect-ratio")
-    generate.add_argument("--steps", type=int)
-    generate.add_argument("--guidance-scale", type=float)
-    generate.add_argument("--seed", type=int)
-    generate.add_argument("--count", type=int, default=1)
-    generate.add_argument("--fallback", choices=["auto", "strict"])
+    _request_options(generate, ImageRequest)
     return parser
+
+
+def _request_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One option per field of the request model (``prompt`` positional), typed and described by the field."""
+    for name, field in model.model_fields.items():
+        kind, choices = _option_type(field.annotation)
+        if name == "prompt":
+            parser.add_argument("prompt", help=field.description)
+            continue
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, type=kind, choices=choices, help=field.description
+        )
+
+
+def _option_type(annotation: Any) -> tuple[Callable[[str], Any], list[str] | None]:
+    """The parser and the choices for a field typed ``int``, ``float``, ``str`` or ``Literal[...]``,
+    optional or not."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)] or [annotation]
+    kind = args[0]
+    if typing.get_origin(kind) is Literal:
+        return str, [str(choice) for choice in typing.get_args(kind)]
+    if kind in (int, float, str):
+        return typing.cast(Callable[[str], Any], kind), None
+    raise TypeError(f"no command-line option type for {annotation!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,16 +91,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _serve(settings, args.transport, args.host, args.port)
     logs.configure(settings.log_level if command == "generate" else "WARNING", settings.secrets())
     service = ImageService(settings, Catalog.load(settings))
-    if command in ("providers", "models"):
-        from imagegen_mcp.server import reports
-
-        if command == "providers":
-            print(reports.providers_text(reports.providers(service)))
-        else:
-            try:
-                print(reports.models_text(reports.models(service, args.provider)))
-            except ImageGenError as error:
-                return _fail(error, settings)
+    if command == "providers":
+        print(listings.providers_text(listings.providers(service)))
+        return 0
+    if command == "models":
+        try:
+            print(listings.models_text(listings.models(service, args.provider)))
+        except ImageGenError as error:
+            return _fail(error, settings)
         return 0
     return anyio.run(_generate, service, args)
 
@@ -104,20 +118,7 @@ def _serve(settings: Settings, transport: Literal["stdio", "sse", "streamable-ht
 
 
 async def _generate(service: ImageService, args: argparse.Namespace) -> int:
-    fields: dict[str, Any] = {
-        "prompt": args.prompt,
-        "model": args.model,
-        "provider": args.provider,
-        "negative_prompt": args.negative_prompt,
-        "width": args.width,
-        "height": args.height,
-        "aspect_ratio": args.aspect_ratio,
-        "steps": args.steps,
-        "guidance_scale": args.guidance_scale,
-        "seed": args.seed,
-        "count": args.count,
-        "fallback": args.fallback,
-    }
+    fields = {name: getattr(args, name) for name in ImageRequest.model_fields}
     try:
         request = parse_arguments(ImageRequest, {k: v for k, v in fields.items() if v is not None})
         result = await service.generate(request)

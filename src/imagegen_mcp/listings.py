@@ -1,40 +1,85 @@
-"""The listings (providers, models, recent generations) as output models and short texts."""
+"""The provider and model listings, each from one availability snapshot, as output models and short texts.
+
+Shared by the MCP tools and resources and by the CLI (which imports nothing of the protocol).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
-from imagegen_mcp.providers.base import ImageProvider, ModelConfig
-from imagegen_mcp.resolver import find_provider
-from imagegen_mcp.server.content import (
-    ModelInfo,
-    ModelsOutput,
-    NextGeneration,
-    ProviderModels,
-    ProvidersOutput,
-    ProviderStatus,
-    generation_output,
-)
+from pydantic import BaseModel, Field
+
+from imagegen_mcp.providers.base import Availability, ModelCapabilities, ModelConfig
+from imagegen_mcp.resolver import ProviderState, find_provider
 from imagegen_mcp.service import ImageService
 
 
-def providers(service: ImageService) -> ProvidersOutput:
-    # One availability snapshot for the whole listing, so its parts cannot disagree.
-    states = service.catalog.states()
+class ProviderStatus(BaseModel):
+    name: str
+    display_name: str
+    description: str
+    available: bool
+    reason: str | None
+    remediation: list[str]
+    priority: int
+    default_model: str
+    model_count: int
+
+
+class NextGeneration(BaseModel):
+    provider: str | None
+    model: str | None
+    why: str
+
+
+class ProvidersOutput(BaseModel):
+    providers: list[ProviderStatus]
+    default_provider: str | None = Field(description="IMAGEGEN_DEFAULT_PROVIDER, or null for 'first in order'.")
+    default_model: str | None
+    fallback_mode: str
+    effective_order: list[str]
+    next_generation: NextGeneration = Field(description="What a plain generate_image would use right now.")
+
+
+class ModelInfo(BaseModel):
+    id: str
+    key: str
+    display_name: str
+    description: str
+    capabilities: ModelCapabilities
+    default: bool
+    available: bool
+    reason: str | None = Field(description="Why this model cannot run now, when it cannot.")
+
+
+class ProviderModels(BaseModel):
+    provider: str
+    available: bool
+    reason: str | None
+    models: list[ModelInfo]
+
+
+class ModelsOutput(BaseModel):
+    providers: list[ProviderModels]
+
+
+def providers(service: ImageService, states: Sequence[ProviderState] | None = None) -> ProvidersOutput:
+    """Every provider's status; ``states`` is the snapshot to report (a new one by default)."""
+    states = service.catalog.states() if states is None else states
     statuses = []
     for state in states:
-        name, reason = state.name, state.unavailable_reason
-        provider = service.catalog.providers[name]
+        provider = service.catalog.providers[state.name]
+        availability = state.availability
         statuses.append(
             ProviderStatus(
-                name=name,
+                name=state.name,
                 display_name=provider.info.display_name,
                 description=provider.info.description,
-                available=reason is None,
-                reason=reason,
-                remediation=provider.setup_instructions() if reason else [],
+                available=availability.met,
+                reason=availability.reason,
+                remediation=list(availability.steps),
                 priority=provider.info.priority,
-                default_model=f"{name}:{provider.info.default_model}",
+                default_model=f"{state.name}:{provider.info.default_model}",
                 model_count=len(provider.models),
             )
         )
@@ -66,36 +111,37 @@ def providers_text(output: ProvidersOutput) -> str:
     return "\n".join(lines)
 
 
-def models(service: ImageService, provider_filter: str | None) -> ModelsOutput:
-    states = service.catalog.states()
+def models(service: ImageService, provider_filter: str | None = None) -> ModelsOutput:
+    states: Sequence[ProviderState] = service.catalog.states()
     if provider_filter is not None:
         states = [find_provider(states, provider_filter)]
     groups = []
     for state in states:
-        name, reason = state.name, state.unavailable_reason
-        provider = service.catalog.providers[name]
+        provider = service.catalog.providers[state.name]
         groups.append(
             ProviderModels(
-                provider=name,
-                available=reason is None,
-                reason=reason,
-                models=[model_info(provider, config, reason) for config in provider.models.values()],
+                provider=state.name,
+                available=state.availability.met,
+                reason=state.availability.reason,
+                models=[
+                    model_info(state, config, state.availability.model(config.key))
+                    for config in provider.models.values()
+                ],
             )
         )
     return ModelsOutput(providers=groups)
 
 
-def model_info(provider: ImageProvider, config: ModelConfig, provider_reason: str | None) -> ModelInfo:
-    reason = provider_reason or provider.model_unavailable_reason(config)
+def model_info(state: ProviderState, config: ModelConfig, availability: Availability) -> ModelInfo:
     return ModelInfo(
-        id=f"{provider.info.name}:{config.key}",
+        id=f"{state.name}:{config.key}",
         key=config.key,
         display_name=config.display_name,
         description=config.description,
         capabilities=config.capabilities(),
-        default=config.key == provider.info.default_model,
-        available=reason is None,
-        reason=reason,
+        default=config.key == state.default_model,
+        available=availability.met,
+        reason=availability.reason,
     )
 
 
@@ -110,7 +156,3 @@ def models_text(output: ModelsOutput) -> str:
             missing = f" - unavailable: {model.reason}" if model.reason and group.available else ""
             lines.append(f"  {model.id}{default}: {model.display_name} (max {caps.max_resolution}px{steps}){missing}")
     return "\n".join(lines)
-
-
-def recent(service: ImageService) -> list[dict[str, Any]]:
-    return [generation_output(result).model_dump(mode="json") for result in service.recent]

@@ -1,35 +1,28 @@
-"""``build_server``: the three tools and the resources, each a thin mapping onto :class:`ImageService`."""
+"""``build_server``: the tools and the resources, each a thin mapping onto :class:`ImageService`."""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegen_mcp import __version__, logs
-from imagegen_mcp.catalog import Catalog
+from imagegen_mcp import __version__, listings, logs, results
+from imagegen_mcp.catalog import Catalog, ProviderSpec
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import ImageGenError
-from imagegen_mcp.providers.base import ImageProvider, Progress
+from imagegen_mcp.listings import ModelsOutput, ProvidersOutput
+from imagegen_mcp.providers.base import Progress
 from imagegen_mcp.requests import ImageRequest, parse_arguments
-from imagegen_mcp.server import reports
-from imagegen_mcp.server.content import (
-    GenerateImageOutput,
-    ModelsOutput,
-    ProvidersOutput,
-    error_content,
-    generation_content,
-    listing_content,
-)
+from imagegen_mcp.results import GenerateImageOutput
+from imagegen_mcp.server.content import error_content, generation_content, listing_content
 from imagegen_mcp.service import ImageService
 
 INSTRUCTIONS = """Generates images. Call generate_image with a prompt; the result holds a small preview, a
@@ -48,16 +41,19 @@ class ListProvidersArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _RawArguments(ArgModelBase):
-    """Hands the tool every argument untouched, so validation failures become structured errors here."""
+def raw_arguments(ctx: Context) -> dict[str, Any]:
+    """The arguments of the ``tools/call`` request exactly as the client sent them.
 
-    model_config = ConfigDict(extra="allow")
+    The tool functions declare no parameters, so the SDK validates nothing and passes nothing: every argument
+    is validated by this server's own request models, and a mistake becomes a structured ``invalid_request``
+    error instead of the SDK's plain text. The request's params are public in ``ServerRequestContext``.
+    """
+    params: Mapping[str, Any] = ctx.request_context.params or {}
+    arguments = params.get("arguments")
+    return dict(arguments) if isinstance(arguments, Mapping) else {}
 
-    def model_dump_one_level(self) -> dict[str, Any]:
-        return {"arguments": dict(self.__pydantic_extra__ or {})}
 
-
-ToolFn = Callable[..., Awaitable[CallToolResult]]
+ToolFn = Callable[[Context], Awaitable[CallToolResult]]
 
 
 def _tool(fn: ToolFn, input_model: type[BaseModel], *, title: str, read_only: bool) -> Tool:
@@ -68,50 +64,49 @@ def _tool(fn: ToolFn, input_model: type[BaseModel], *, title: str, read_only: bo
             title=title, read_only_hint=read_only, idempotent_hint=read_only, open_world_hint=not read_only
         ),
     )
-    tool.fn_metadata.arg_model = _RawArguments
     schema = input_model.model_json_schema()
     schema.pop("title", None)
     schema.pop("description", None)
     return tool.model_copy(update={"parameters": schema})
 
 
-def build_server(settings: Settings, provider_types: Sequence[type[ImageProvider]] | None = None) -> MCPServer[Any]:
-    """The MCP server for ``settings``; ``provider_types`` replaces the entry-point providers (tests, embedding)."""
+def build_server(settings: Settings, providers: Sequence[ProviderSpec] | None = None) -> MCPServer[Any]:
+    """The MCP server for ``settings``; ``providers`` replaces the entry-point providers (tests, embedding)."""
     secrets = settings.secrets()
     logs.configure(settings.log_level, secrets)
-    service = ImageService(settings, Catalog.load(settings, provider_types))
+    service = ImageService(settings, Catalog.load(settings, providers))
 
     def guarded(fn: ToolFn) -> ToolFn:
         @functools.wraps(fn)
-        async def call(*args: Any, **kwargs: Any) -> CallToolResult:
+        async def call(ctx: Context) -> CallToolResult:
             try:
-                return await fn(*args, **kwargs)
+                return await fn(ctx)
             except ImageGenError as error:
                 return error_content(error, secrets)
 
         return call
 
-    async def list_providers(arguments: dict[str, Any]) -> Annotated[CallToolResult, ProvidersOutput]:
+    async def list_providers(ctx: Context) -> Annotated[CallToolResult, ProvidersOutput]:
         """List every image provider: whether it is available (and if not, why and how to fix it), its
         default model, the fallback order, and which provider/model a plain generate_image would use now."""
-        parse_arguments(ListProvidersArgs, arguments)
-        output = reports.providers(service)
-        return listing_content(output, reports.providers_text(output))
+        parse_arguments(ListProvidersArgs, raw_arguments(ctx))
+        output = listings.providers(service)
+        return listing_content(output, listings.providers_text(output))
 
-    async def list_models(arguments: dict[str, Any]) -> Annotated[CallToolResult, ModelsOutput]:
+    async def list_models(ctx: Context) -> Annotated[CallToolResult, ModelsOutput]:
         """List the models of every provider (or one), with ids to pass to generate_image, their
         capabilities (max resolution, negative prompt, default steps/guidance, aspect ratios) and
         availability."""
-        args = parse_arguments(ListModelsArgs, arguments)
-        output = reports.models(service, args.provider)
-        return listing_content(output, reports.models_text(output))
+        args = parse_arguments(ListModelsArgs, raw_arguments(ctx))
+        output = listings.models(service, args.provider)
+        return listing_content(output, listings.models_text(output))
 
-    async def generate_image(arguments: dict[str, Any], ctx: Context) -> Annotated[CallToolResult, GenerateImageOutput]:
+    async def generate_image(ctx: Context) -> Annotated[CallToolResult, GenerateImageOutput]:
         """Generate images from a text prompt and save them. Returns a small preview of each image, a
         resource link to the full-resolution file, its absolute path, the actual seed, the provider and
         model that made it and any fallback or parameter change. Omit model/provider to use the default;
         unspecified steps/guidance use each model's tuned values."""
-        request = parse_arguments(ImageRequest, arguments)
+        request = parse_arguments(ImageRequest, raw_arguments(ctx))
         result = await service.generate(request, Progress(ctx.report_progress))
         return generation_content(result)
 
@@ -150,7 +145,7 @@ def _json(model: BaseModel | list[Any]) -> str:
 def _add_resources(server: MCPServer[Any], service: ImageService) -> None:
     @server.resource("imagegen://providers", name="providers", title="Provider status", mime_type="application/json")
     def providers_resource() -> str:
-        return _json(reports.providers(service))
+        return _json(listings.providers(service))
 
     @server.resource(
         "imagegen://providers/{name}",
@@ -159,14 +154,14 @@ def _add_resources(server: MCPServer[Any], service: ImageService) -> None:
         mime_type="application/json",
     )
     def provider_resource(name: str) -> str:
-        for status in reports.providers(service).providers:
+        for status in listings.providers(service).providers:
             if status.name == name:
                 return _json(status)
         raise ResourceError(f"Unknown provider {name!r}; known: {', '.join(service.catalog.providers)}")
 
     @server.resource("imagegen://models", name="models", title="Model catalog", mime_type="application/json")
     def models_resource() -> str:
-        return _json(reports.models(service, None))
+        return _json(listings.models(service, None))
 
     @server.resource(
         "imagegen://images/{image_id}",
@@ -187,4 +182,4 @@ def _add_resources(server: MCPServer[Any], service: ImageService) -> None:
         mime_type="application/json",
     )
     def recent_resource() -> str:
-        return _json(reports.recent(service))
+        return _json(results.recent(list(service.recent)))
