@@ -2,11 +2,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from imagegen_mcp.config import Settings
 from tests.fakes.gemini_server import GEMINI_KEY, FakeGeminiServer
+from tests.fakes.runware_server import FakeRunwareServer
+
+if TYPE_CHECKING:
+    from tests.fakes.tiny_pipelines import TinyPipelines
 
 
 @pytest.fixture
@@ -29,3 +34,19 @@ def api() -> Iterator[FakeGeminiServer]:
     """The loopback Gemini API, accepting only :data:`GEMINI_KEY`."""
     with FakeGeminiServer(api_keys={GEMINI_KEY}) as server:
         yield server
+
+
+@pytest.fixture
+def runware() -> Iterator[FakeRunwareServer]:
+    """The loopback Runware API, accepting only its default key."""
+    with FakeRunwareServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_pipelines(tmp_path_factory: pytest.TempPathFactory) -> TinyPipelines:
+    """The tiny random-weight pipelines, built once per test session (imported here only when a test needs
+    them: building imports torch and diffusers)."""
+    from tests.fakes.tiny_pipelines import ensure_tiny_pipelines
+
+    return ensure_tiny_pipelines(tmp_path_factory.getbasetemp() / "tiny_pipelines")

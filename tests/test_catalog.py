@@ -8,11 +8,13 @@ from pydantic import ValidationError
 from imagegen_mcp.catalog import Catalog, discover_provider_types
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import CatalogError
-from imagegen_mcp.providers.base import ProviderInfo, registry
-from imagegen_mcp.providers.flux_local import FLUX_LOCAL_MODELS, FluxLocalProvider
+from imagegen_mcp.providers.base import registry
+from imagegen_mcp.providers.flux_local import FluxLocalProvider
+from imagegen_mcp.providers.flux_local.config import FLUX_LOCAL_MODELS
 from imagegen_mcp.providers.gemini import GEMINI_MODELS, GeminiProvider
 from imagegen_mcp.providers.runware import RUNWARE_MODELS, RunwareModelConfig, RunwareProvider
-from tests.fakes.palette import PaletteModelConfig, PaletteProvider
+from imagegen_mcp.testing import FunctionModelConfig, FunctionProvider
+from tests.fakes.palette import PaletteProvider
 
 
 def test_builtin_providers_come_from_entry_points() -> None:
@@ -28,9 +30,10 @@ def test_runware_seed_values() -> None:
         "flux_schnell": ("runware:100@1", 4, 3.5),
         "hidream_fast": ("runware:97@3", 8, 7.0),
     }
+    models = registry(RUNWARE_MODELS)
+    assert list(models) == list(expected)
     for key, (air, steps, cfg) in expected.items():
-        model = RUNWARE_MODELS[key]
-        assert isinstance(model, RunwareModelConfig)
+        model = models[key]
         assert (model.air, model.default_steps, model.default_guidance) == (air, steps, cfg)
         assert model.default_negative_prompt == "worst quality, low quality, blurry"
         assert model.max_resolution == 1024
@@ -43,12 +46,12 @@ def test_flux_local_seed_values() -> None:
         ("lightning_4step", "sdxl_lightning_4step.safetensors", 4),
         ("lightning_8step", "sdxl_lightning_8step.safetensors", 8),
     ]:
-        model = FLUX_LOCAL_MODELS[key].model_dump()
+        model = registry(FLUX_LOCAL_MODELS)[key].model_dump()
         assert model["default_steps"] == steps and model["default_guidance"] == 0.0
         assert model["pipeline"] == "sdxl"
         assert "ByteDance/SDXL-Lightning" in str(model) and filename in str(model)
         assert model["scheduler"]["config"] == {"timestep_spacing": "trailing", "prediction_type": "epsilon"}
-    juggernaut = FLUX_LOCAL_MODELS["juggernaut_xi"].model_dump()
+    juggernaut = registry(FLUX_LOCAL_MODELS)["juggernaut_xi"].model_dump()
     assert "RunDiffusion/Juggernaut-XI-v11" in str(juggernaut)
     assert "Juggernaut-XI-byRunDiffusion.safetensors" in str(juggernaut)
     assert (juggernaut["default_steps"], juggernaut["default_guidance"]) == (30, 4.5)
@@ -58,9 +61,9 @@ def test_flux_local_seed_values() -> None:
 
 def test_gemini_catalog() -> None:
     assert GeminiProvider.info.priority == 3
-    default = GEMINI_MODELS[GeminiProvider.info.default_model]
+    default = registry(GEMINI_MODELS)[GeminiProvider.info.default_model]
     assert "2.5 Flash Image" in default.display_name
-    assert any("Pro" in model.display_name for model in GEMINI_MODELS.values())
+    assert any("Pro" in model.display_name for model in GEMINI_MODELS)
 
 
 def test_model_configs_require_their_fields() -> None:
@@ -71,22 +74,19 @@ def test_model_configs_require_their_fields() -> None:
 
 
 def test_duplicate_model_key_across_providers_is_rejected(make_settings: Callable[..., Settings]) -> None:
-    class Clash(PaletteProvider):
-        info = ProviderInfo("clash", "Clash", "defines runware's key", "juggernaut_pro", 9)
-        models = registry(
-            PaletteModelConfig(
-                key="juggernaut_pro",
-                display_name="Clash",
-                default_steps=1,
-                default_guidance=0.0,
-                max_resolution=1024,
-                supports_negative_prompt=False,
-                channel=0,
-            )
-        )
-
+    clash = FunctionProvider(name="clash", models=[FunctionModelConfig(key="juggernaut_pro")])
     with pytest.raises(CatalogError, match="'juggernaut_pro' is defined by both"):
-        Catalog.load(make_settings(), [RunwareProvider, Clash])
+        Catalog.load(make_settings(), [RunwareProvider, clash])
+
+
+def test_models_are_held_by_the_instance(make_settings: Callable[..., Settings]) -> None:
+    """Each instance owns its registry: adding a model to one touches neither the class nor another instance."""
+    first, second = RunwareProvider(make_settings()), RunwareProvider(make_settings())
+    first.models["extra"] = RunwareModelConfig(
+        key="extra", display_name="Extra", air="a:1@1", default_steps=4, default_guidance=1.0
+    )
+    assert "extra" not in second.models
+    assert set(second.models) == {model.key for model in RUNWARE_MODELS}
 
 
 def test_duplicate_provider_name_is_rejected(make_settings: Callable[..., Settings]) -> None:
@@ -95,6 +95,6 @@ def test_duplicate_provider_name_is_rejected(make_settings: Callable[..., Settin
 
 
 def test_duplicate_key_within_a_provider_is_rejected() -> None:
-    model = RUNWARE_MODELS["flux_schnell"]
+    model = RUNWARE_MODELS[2]
     with pytest.raises(ValueError, match="flux_schnell"):
-        registry(model, model)
+        registry([model, model])

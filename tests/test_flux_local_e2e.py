@@ -28,7 +28,6 @@ from tests.fakes.tiny_pipelines import (
     RecordingFluxLocalProvider,
     TinyPipelines,
     tiny_environ,
-    tiny_pipelines_fixture,  # noqa: F401 - the session fixture ``tiny_pipelines``
     tiny_provider_type,
     unet_calls,
 )
@@ -68,7 +67,7 @@ def serve(tiny_pipelines: TinyPipelines, make_settings: Callable[..., Settings])
     async def serve(**environ: str) -> AsyncIterator[Served]:
         provider_type = tiny_provider_type(tiny_pipelines)
         settings = make_settings(**tiny_environ(tiny_pipelines), **environ)
-        async with Client(build_server(settings, provider_types=[provider_type])) as client:
+        async with Client(build_server(settings, providers=[provider_type])) as client:
             yield Served(client, provider_type)
 
     return serve
@@ -221,12 +220,12 @@ async def test_missing_weights_make_flux_local_unavailable_with_the_download_ste
     settings = make_settings(
         FLUX_LOCAL_DEVICE="cpu", FLUX_LOCAL_CACHE_DIR=str(cache), IMAGEGEN_DEFAULT_PROVIDER="flux_local"
     )
-    async with Client(build_server(settings, provider_types=[FluxLocalProvider])) as client:
+    async with Client(build_server(settings, providers=[FluxLocalProvider])) as client:
         providers = (await client.call_tool("list_providers", {})).structured_content or {}
         result = await client.call_tool("generate_image", {"prompt": "a lighthouse"})
     (status,) = providers["providers"]
     assert status["available"] is False
-    assert status["reason"].startswith("no model's weights are on this machine and FLUX_LOCAL_ALLOW_DOWNLOAD is off")
+    assert status["reason"].startswith("none of its models can run here (default model lightning_4step: weights")
     download = f"hf download ByteDance/SDXL-Lightning sdxl_lightning_4step.safetensors --cache-dir {cache}"
     assert f"Download the checkpoint: {download}" in status["remediation"]
     error = result.structured_content or {}
@@ -268,10 +267,9 @@ def test_stdout_carries_only_json_rpc_while_generating_over_stdio(
 
 async def test_list_models_marks_a_model_whose_weights_are_missing(serve: Callable[..., Any]) -> None:
     async with serve() as served:
-        provider_type = served.provider_type
-        present = provider_type.models["tiny_sdxl"]
+        present = served.provider.models["tiny_sdxl"]
         gone = present.model_copy(update={"key": "tiny_gone", "path": Path("/nonexistent/tiny-gone")})
-        provider_type.models = {**provider_type.models, "tiny_gone": gone}
+        served.provider.models["tiny_gone"] = gone
         listing = (await served.client.call_tool("list_models", {"provider": "flux_local"})).structured_content or {}
         result = await served.client.call_tool("generate_image", {"prompt": "x", "model": "tiny_gone"})
     models = {model["key"]: model for model in listing["providers"][0]["models"]}

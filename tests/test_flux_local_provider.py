@@ -20,24 +20,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imagegen_mcp.catalog import Catalog
 from imagegen_mcp.config import Settings
-from imagegen_mcp.errors import ErrorCode, OutOfMemoryError, ProviderError, ProviderUnavailableError
-from imagegen_mcp.providers.base import GenerationRequest, Progress
-from imagegen_mcp.providers.flux_local import (
-    FLUX_LOCAL_MODELS,
-    FluxLocalProvider,
-    FluxModelConfig,
-    SchedulerConfig,
-    _cuda_present,
-)
-from imagegen_mcp.providers.flux_local_queue import DeviceQueue
+from imagegen_mcp.errors import ErrorCode, ImageGenError, OutOfMemoryError, ProviderError
+from imagegen_mcp.providers.base import Availability, GenerationRequest, Progress, registry
+from imagegen_mcp.providers.flux_local import FluxLocalProvider
+from imagegen_mcp.providers.flux_local.config import FLUX_LOCAL_MODELS, FluxModelConfig, SchedulerConfig
+from imagegen_mcp.providers.flux_local.provider import _cuda_present
+from imagegen_mcp.providers.flux_local.queue import DeviceQueue
+from imagegen_mcp.requests import ImageRequest
+from imagegen_mcp.service import ImageService
 from tests.e2e import REPO
 from tests.fakes.tiny_pipelines import (
     HUB_COMMIT,
     ProgressLog,
     TinyPipelines,
     tiny_environ,
-    tiny_pipelines_fixture,  # noqa: F401 - the session fixture ``tiny_pipelines``
     tiny_provider_type,
     unet_calls,
 )
@@ -372,14 +370,15 @@ def test_no_weights_anywhere_is_unavailable_with_the_exact_download_command(
 ) -> None:
     cache = tmp_path / "hub"
     provider = real_provider(make_settings, cache)
-    reason = provider.unavailable_reason()
-    assert reason is not None
-    assert "no model's weights are on this machine and FLUX_LOCAL_ALLOW_DOWNLOAD is off" in reason
+    availability = provider.check()
+    reason = availability.reason
+    assert reason is not None and not availability.met
+    assert "none of its models can run here (default model lightning_4step: weights not on this machine" in reason
     assert (
         f"the Hugging Face cache ({cache}) lacks sdxl_lightning_4step.safetensors of ByteDance/SDXL-Lightning "
         "(the checkpoint)" in reason
     )
-    steps = provider.setup_instructions()
+    steps = availability.steps
     assert steps[0] == (
         f"Download the checkpoint: hf download ByteDance/SDXL-Lightning sdxl_lightning_4step.safetensors "
         f"--cache-dir {cache}"
@@ -394,7 +393,6 @@ def test_a_checkpoint_without_its_base_configs_is_missing_those(
     _cache_file(cache, "ByteDance/SDXL-Lightning", "sdxl_lightning_4step.safetensors")
     provider = real_provider(make_settings, cache)
     lightning = provider.models["lightning_4step"]
-    assert isinstance(lightning, FluxModelConfig)
 
     problem = provider.weights.missing(lightning)
     assert problem is not None
@@ -411,10 +409,11 @@ def test_a_checkpoint_without_its_base_configs_is_missing_those(
         _cache_file(cache, "stabilityai/stable-diffusion-xl-base-1.0", name)
     assert provider.weights.missing(lightning) is None
     # One model on disk makes the provider available; the others stay unavailable one by one.
-    assert provider.unavailable_reason() is None
-    juggernaut = provider.models["juggernaut_xi"]
-    assert isinstance(juggernaut, FluxModelConfig)
-    assert provider.weights.missing(juggernaut) is not None
+    availability = provider.check()
+    assert availability.met
+    assert availability.model("lightning_4step").met
+    assert not availability.model("juggernaut_xi").met
+    assert "Juggernaut-XI-byRunDiffusion.safetensors" in availability.model("juggernaut_xi").steps[0]
 
 
 def test_a_diffusers_repository_needs_its_weights_too(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
@@ -423,7 +422,6 @@ def test_a_diffusers_repository_needs_its_weights_too(make_settings: Callable[..
         _cache_file(cache, "stabilityai/sd-turbo", name)
     provider = real_provider(make_settings, cache)
     turbo = provider.models["sd_turbo"]
-    assert isinstance(turbo, FluxModelConfig)
     problem = provider.weights.missing(turbo)
     assert problem is not None
     assert "lacks unet/diffusion_pytorch_model.safetensors, vae/config.json" in problem.reason
@@ -434,11 +432,11 @@ def test_downloads_allowed_makes_missing_weights_no_obstacle(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     provider = real_provider(make_settings, tmp_path / "hub", FLUX_LOCAL_ALLOW_DOWNLOAD="true")
-    assert provider.unavailable_reason() is None
+    assert provider.check() == Availability(met=True)
 
 
 def test_local_paths_are_checked_on_disk(tiny_pipelines: TinyPipelines, tmp_path: Path) -> None:
-    from imagegen_mcp.providers.flux_local_weights import WeightsLocator
+    from imagegen_mcp.providers.flux_local.weights import WeightsLocator
 
     locator = WeightsLocator(None, allow_download=False)
     scheduler = SchedulerConfig(class_name="EulerDiscreteScheduler")
@@ -456,16 +454,25 @@ def test_local_paths_are_checked_on_disk(tiny_pipelines: TinyPipelines, tmp_path
     assert locator.missing(whole) is None
 
 
-async def test_generate_without_weights_raises_unavailable_before_loading_anything(
-    make_settings: Callable[..., Settings], tmp_path: Path
+@pytest.mark.parametrize(
+    ("model", "command"),
+    [
+        ("juggernaut_xi", "hf download RunDiffusion/Juggernaut-XI-v11 Juggernaut-XI-byRunDiffusion.safetensors"),
+        ("sd_turbo", "hf download stabilityai/sd-turbo --include '*.json'"),
+    ],
+)
+async def test_asking_for_a_model_without_weights_names_that_models_download(
+    make_settings: Callable[..., Settings], tmp_path: Path, model: str, command: str
 ) -> None:
+    """The fix is for the model asked for, not the default one; nothing is loaded to find that out."""
     provider = real_provider(make_settings, tmp_path / "hub")
-    with pytest.raises(ProviderUnavailableError) as caught:
-        await provider.generate(request(), provider.models["juggernaut_xi"], Progress())
+    service = ImageService(provider.settings, Catalog([provider]))
+    with pytest.raises(ImageGenError) as caught:
+        await service.generate(ImageRequest(prompt="x", model=f"flux_local:{model}"))
     error = caught.value
-    assert error.allows_fallback
-    assert error.message.startswith("The weights of juggernaut_xi are not on this machine: the Hugging Face cache")
-    assert "hf download RunDiffusion/Juggernaut-XI-v11 Juggernaut-XI-byRunDiffusion.safetensors" in error.remediation[0]
+    assert error.code == ErrorCode.PROVIDER_UNAVAILABLE and error.model == f"flux_local:{model}"
+    assert error.message.startswith(f"flux_local:{model} is unavailable: weights not on this machine")
+    assert command in error.remediation[0]
     assert provider.pipelines is None
 
 
@@ -482,9 +489,9 @@ async def test_a_failed_download_is_a_retryable_fallback_error(
 
 @pytest.mark.skipif(_cuda_present(), reason="this machine has an NVIDIA driver")
 def test_asking_for_a_missing_device_names_it(make_settings: Callable[..., Settings]) -> None:
-    provider = FluxLocalProvider(make_settings(FLUX_LOCAL_DEVICE="cuda"))
-    assert provider.unavailable_reason() == "FLUX_LOCAL_DEVICE=cuda but that device is not present"
-    assert "FLUX_LOCAL_DEVICE=cpu" in provider.setup_instructions()[0]
+    availability = FluxLocalProvider(make_settings(FLUX_LOCAL_DEVICE="cuda")).check()
+    assert availability.reason == "FLUX_LOCAL_DEVICE=cuda but that device is not present"
+    assert "FLUX_LOCAL_DEVICE=cpu" in availability.steps[0]
 
 
 def test_availability_imports_no_torch_diffusers_or_transformers(tmp_path: Path) -> None:
@@ -494,7 +501,7 @@ def test_availability_imports_no_torch_diffusers_or_transformers(tmp_path: Path)
         "from imagegen_mcp.providers.flux_local import FluxLocalProvider\n"
         f"s = Settings.load({{'FLUX_LOCAL_DEVICE': 'cpu', 'FLUX_LOCAL_CACHE_DIR': {str(tmp_path)!r}}})\n"
         "p = FluxLocalProvider(s)\n"
-        "p.unavailable_reason(); p.setup_instructions(); p.timeout_s(120)\n"
+        "p.check(); p.timeout_s(120)\n"
         "print(json.dumps(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -506,7 +513,7 @@ def test_availability_imports_no_torch_diffusers_or_transformers(tmp_path: Path)
 
 
 def test_sd_turbo_is_the_cpu_friendly_model() -> None:
-    turbo = FLUX_LOCAL_MODELS["sd_turbo"]
+    turbo = registry(FLUX_LOCAL_MODELS)["sd_turbo"]
     assert isinstance(turbo, FluxModelConfig)
     assert (turbo.pipeline, turbo.repo_id, turbo.filename) == ("sd", "stabilityai/sd-turbo", None)
     assert (turbo.default_steps, turbo.default_guidance, turbo.default_width, turbo.default_height) == (
@@ -521,7 +528,7 @@ def test_sd_turbo_is_the_cpu_friendly_model() -> None:
 def test_every_model_names_a_real_scheduler_with_valid_settings() -> None:
     import diffusers
 
-    for model in FLUX_LOCAL_MODELS.values():
+    for model in FLUX_LOCAL_MODELS:
         assert isinstance(model, FluxModelConfig)
         scheduler = getattr(diffusers, model.scheduler.class_name)(**model.scheduler.config)
         assert {name: scheduler.config[name] for name in model.scheduler.config} == model.scheduler.config

@@ -14,8 +14,8 @@ from mcp.client import Client
 from mcp_types import BlobResourceContents, CallToolResult
 from PIL import Image
 
+from imagegen_mcp.catalog import ProviderSpec
 from imagegen_mcp.config import Settings
-from imagegen_mcp.providers.base import ImageProvider
 from imagegen_mcp.providers.gemini import GeminiProvider
 from imagegen_mcp.server.app import build_server
 from imagegen_mcp.storage import read_png_text
@@ -53,7 +53,7 @@ def gemini_settings(api: FakeGeminiServer, make_settings: Callable[..., Settings
 
 
 async def call(
-    settings: Settings, arguments: dict[str, Any], providers: list[type[ImageProvider]] | None = None
+    settings: Settings, arguments: dict[str, Any], providers: list[ProviderSpec] | None = None
 ) -> CallToolResult:
     async with Client(build_server(settings, providers or [GeminiProvider])) as client:
         return await client.call_tool("generate_image", arguments)

@@ -20,7 +20,7 @@ from imagegen_mcp.errors import (
     ProviderError,
     RateLimitedError,
 )
-from imagegen_mcp.providers.base import Progress, ProviderResult
+from imagegen_mcp.providers.base import MAX_SEED, Progress, ProviderResult, registry
 from imagegen_mcp.providers.gemini import (
     GEMINI_ASPECT_RATIOS,
     GEMINI_MODELS,
@@ -28,7 +28,7 @@ from imagegen_mcp.providers.gemini import (
     image_size_for,
     nearest_aspect_ratio,
 )
-from imagegen_mcp.requests import MAX_SEED, ImageRequest, fit_request
+from imagegen_mcp.requests import ImageRequest, fit_request
 from tests.e2e import REPO
 from tests.fakes.gemini_server import (
     GEMINI_KEY as KEY,
@@ -47,6 +47,8 @@ from tests.fakes.gemini_server import (
     unauthenticated,
     unavailable,
 )
+
+MODELS = registry(GEMINI_MODELS)
 
 pytestmark = pytest.mark.anyio
 
@@ -67,7 +69,7 @@ async def run(
     **arguments: Any,
 ) -> ProviderResult:
     """Generate with ``model``, the request resolved by the core exactly as the service would pass it."""
-    config = GEMINI_MODELS[model]
+    config = MODELS[model]
     request = ImageRequest(prompt=arguments.pop("prompt", "a lighthouse at dusk"), **arguments)
     resolved, _ = fit_request(request, config, f"gemini:{model}", primary=True, seed=seed)
     return await provider.generate(resolved, config, progress or Progress())
@@ -127,7 +129,7 @@ def test_importing_the_provider_does_not_import_the_sdk() -> None:
         "from imagegen_mcp.config import Settings\n"
         "from imagegen_mcp.providers.gemini import GeminiProvider\n"
         "p = GeminiProvider(Settings.load({'GEMINI_API_KEY': 'k'}))\n"
-        "assert p.is_available(), p.unavailable_reason()\n"
+        "assert p.check().met, p.check().reason\n"
         "assert 'google.genai' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)

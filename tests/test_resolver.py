@@ -8,19 +8,23 @@ from typing import Any
 import pytest
 
 from imagegen_mcp.errors import ErrorCode, ImageGenError
+from imagegen_mcp.providers.base import Availability
 from imagegen_mcp.resolver import ProviderState, effective_order, plan
 
-RUNWARE = ProviderState("runware", 1, "juggernaut_pro", ("juggernaut_pro", "flux_schnell"), None)
-LOCAL = ProviderState("flux_local", 2, "lightning_4step", ("lightning_4step", "juggernaut_xi"), None)
-GEMINI = ProviderState("gemini", 3, "gemini_flash_image", ("gemini_flash_image", "gemini_pro_image"), None)
+ON = Availability(met=True)
+RUNWARE = ProviderState("runware", 1, "juggernaut_pro", ("juggernaut_pro", "flux_schnell"), ON)
+LOCAL = ProviderState("flux_local", 2, "lightning_4step", ("lightning_4step", "juggernaut_xi"), ON)
+GEMINI = ProviderState("gemini", 3, "gemini_flash_image", ("gemini_flash_image", "gemini_pro_image"), ON)
 
 
 def off(state: ProviderState, reason: str = "key not set") -> ProviderState:
-    return ProviderState(state.name, state.priority, state.default_model, state.models, reason)
+    return ProviderState(
+        state.name, state.priority, state.default_model, state.models, Availability(False, reason, ("fix it",))
+    )
 
 
 def tie(state: ProviderState, priority: int) -> ProviderState:
-    return ProviderState(state.name, priority, state.default_model, state.models, state.unavailable_reason)
+    return ProviderState(state.name, priority, state.default_model, state.models, state.availability)
 
 
 ALL = [RUNWARE, LOCAL, GEMINI]
@@ -84,18 +88,23 @@ CASES: list[tuple[str, list[ProviderState], dict[str, Any], list[str]]] = [
         ["flux_local:juggernaut_xi"],
     ),
     (
-        "unavailable default stays first (its reason is reported), then available ones",
+        "unavailable default stays first (its reason is reported), then the others",
         [off(RUNWARE), LOCAL, GEMINI],
         {},
         ["runware:juggernaut_pro", "flux_local:lightning_4step", "gemini:gemini_flash_image"],
     ),
     (
-        "unavailable fallbacks are left out",
+        "unavailable fallbacks stay in the plan, to be skipped with their reason",
         [RUNWARE, off(LOCAL), GEMINI],
         {},
-        ["runware:juggernaut_pro", "gemini:gemini_flash_image"],
+        ["runware:juggernaut_pro", "flux_local:lightning_4step", "gemini:gemini_flash_image"],
     ),
-    ("all unavailable: only the first", [off(RUNWARE), off(LOCAL), off(GEMINI)], {}, ["runware:juggernaut_pro"]),
+    (
+        "all unavailable: every provider is considered",
+        [off(RUNWARE), off(LOCAL), off(GEMINI)],
+        {},
+        ["runware:juggernaut_pro", "flux_local:lightning_4step", "gemini:gemini_flash_image"],
+    ),
     (
         "all unavailable, strict",
         [off(RUNWARE), off(LOCAL), off(GEMINI)],
@@ -144,10 +153,22 @@ def test_plan_ignores_registration_order(
     assert len(plans) == 1
 
 
-def test_first_candidate_carries_the_unavailability_reason() -> None:
-    first = plan([off(RUNWARE, "RUNWARE_API_KEY is not set"), LOCAL], mode="auto").candidates[0]
-    assert first.unavailable_reason == "RUNWARE_API_KEY is not set"
-    assert first.why == "first provider in the effective order"
+def test_candidates_carry_their_availability_from_the_snapshot() -> None:
+    candidates = plan([off(RUNWARE, "RUNWARE_API_KEY is not set"), LOCAL, off(GEMINI)], mode="auto").candidates
+    assert [c.availability.met for c in candidates] == [False, True, False]
+    assert candidates[0].availability.reason == "RUNWARE_API_KEY is not set"
+    assert candidates[0].why == "first provider in the effective order"
+    assert candidates[2].why == "fallback (order 3)"
+
+
+def test_a_model_whose_availability_differs_carries_its_own() -> None:
+    weights = Availability(False, "weights of juggernaut_xi missing", ("hf download RunDiffusion/Juggernaut-XI-v11",))
+    local = ProviderState(
+        LOCAL.name, 2, LOCAL.default_model, LOCAL.models, Availability(True, models={"juggernaut_xi": weights})
+    )
+    candidates = plan([RUNWARE, local], mode="auto", model="juggernaut_xi").candidates
+    assert candidates[0].availability == weights
+    assert plan([RUNWARE, local], mode="auto", model="lightning_4step").candidates[0].availability.met
 
 
 def test_effective_order() -> None:

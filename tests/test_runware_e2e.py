@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -14,6 +14,7 @@ from mcp import MCPError
 from mcp.client import Client
 from mcp_types import CallToolResult, TextResourceContents
 
+from imagegen_mcp.catalog import ProviderSpec
 from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.runware import RunwareProvider
 from imagegen_mcp.server.app import build_server
@@ -23,14 +24,8 @@ from tests.fakes.runware_server import COST_PER_IMAGE, DEFAULT_KEY, FakeRunwareS
 
 pytestmark = pytest.mark.anyio
 
-RUNWARE_ONLY = [RunwareProvider]
-WITH_FALLBACK = [RunwareProvider, PaletteProvider]
-
-
-@pytest.fixture
-def runware() -> Iterator[FakeRunwareServer]:
-    with FakeRunwareServer() as server:
-        yield server
+RUNWARE_ONLY: list[ProviderSpec] = [RunwareProvider]
+WITH_FALLBACK: list[ProviderSpec] = [RunwareProvider, PaletteProvider]
 
 
 @pytest.fixture
@@ -43,17 +38,18 @@ def settings(runware: FakeRunwareServer, make_settings: Callable[..., Settings])
 
 def error_of(result: CallToolResult) -> dict[str, Any]:
     assert result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
+    structured: dict[str, Any] | None = result.structured_content
+    assert structured is not None
+    return structured
 
 
 async def test_generate_image_returns_images_with_preview_link_seed_and_cost(
     settings: Callable[..., Settings], runware: FakeRunwareServer
 ) -> None:
-    progress: list[str] = []
+    messages: list[str] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(message or "")
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
 
     async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
         result = await client.call_tool(
@@ -73,7 +69,7 @@ async def test_generate_image_returns_images_with_preview_link_seed_and_cost(
     assert (structured["parameters"]["steps"], structured["parameters"]["guidance_scale"]) == (20, 7.5)
     assert structured["fell_back"] is False
     for step in ("connecting", "submitted", "received"):
-        assert any(message.startswith(step) for message in progress), progress
+        assert any(message.startswith(step) for message in messages), messages
 
     # What Runware received: the catalog's AIR id, steps and CFG, and the seed the result reports.
     first, second = runware.requests

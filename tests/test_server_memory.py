@@ -13,6 +13,7 @@ from mcp.client import Client
 from mcp_types import BlobResourceContents, TextResourceContents
 from PIL import Image
 
+from imagegen_mcp.catalog import ProviderSpec
 from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.flux_local import FluxLocalProvider
 from imagegen_mcp.providers.gemini import GeminiProvider
@@ -23,8 +24,8 @@ from tests.fakes.palette import BackupPaletteProvider, PaletteProvider
 
 pytestmark = pytest.mark.anyio
 
-BUILTINS = [RunwareProvider, FluxLocalProvider, GeminiProvider]
-WITH_PALETTE = [*BUILTINS, PaletteProvider, BackupPaletteProvider]
+BUILTINS: list[ProviderSpec] = [RunwareProvider, FluxLocalProvider, GeminiProvider]
+WITH_PALETTE: list[ProviderSpec] = [*BUILTINS, PaletteProvider, BackupPaletteProvider]
 
 
 async def test_tools_are_listed_with_schemas(make_settings: Callable[..., Settings]) -> None:

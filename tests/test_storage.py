@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imagegen_mcp.errors import ErrorCode, ProviderError
+from imagegen_mcp.providers.base import decode_base64_images
 from imagegen_mcp.storage import ImageStore, read_png_text
 from tests.fakes.palette import solid_png
 
@@ -61,8 +63,12 @@ def test_unsafe_ids_are_not_found(tmp_path: Path, bad_id: str) -> None:
         ImageStore(tmp_path, 512, "webp").read(bad_id)
 
 
-def test_base64_text_is_decoded_by_the_store(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_base64_images_are_decoded_off_the_event_loop_and_bad_text_is_the_vendors_fault() -> None:
     original = solid_png(80, 40, seed=3, channel=2)
-    stored = ImageStore(tmp_path, 512, "jpeg").save(base64.b64encode(original).decode("ascii"), {})
-    assert original[33:] in stored.path.read_bytes()
-    assert (stored.width, stored.height) == (80, 40)
+    (image,) = await decode_base64_images("vendor", [(base64.b64encode(original).decode("ascii"), "image/png", 7)])
+    assert (image.data, image.mime_type, image.seed) == (original, "image/png", 7)
+    with pytest.raises(ProviderError) as caught:
+        await decode_base64_images("vendor", [("bm90IGFuIGltYWdl", "image/png", 1), ("%%%not base64", "image/png", 2)])
+    assert caught.value.code == ErrorCode.PROVIDER_ERROR and caught.value.retryable
+    assert caught.value.message == "vendor sent image 2 as data that is not valid base64."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Sequence
 from typing import Literal
 
 import anyio
@@ -30,7 +31,7 @@ from imagegen_mcp.providers.base import (
     Progress,
     ProviderInfo,
     ProviderResult,
-    registry,
+    Requirement,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,37 +66,39 @@ FAILURES: dict[str, ImageGenError] = {
 }
 
 
-class PaletteProvider(ImageProvider):
+PALETTE_MODELS = (
+    PaletteModelConfig(
+        key="solid_red",
+        display_name="Solid red",
+        default_steps=2,
+        default_guidance=1.0,
+        max_resolution=2048,
+        supports_negative_prompt=False,
+        channel=0,
+    ),
+    PaletteModelConfig(
+        key="solid_green",
+        display_name="Solid green",
+        default_steps=6,
+        default_guidance=3.0,
+        max_resolution=512,
+        default_width=512,
+        default_height=512,
+        size_multiple=8,
+        supports_negative_prompt=True,
+        default_negative_prompt="noise",
+        channel=1,
+    ),
+)
+
+
+class PaletteProvider(ImageProvider[PaletteModelConfig]):
     info = ProviderInfo(
         name="palette",
         display_name="Palette (test)",
         description="Solid-colour images drawn locally.",
         default_model="solid_red",
         priority=5,
-    )
-    models = registry(
-        PaletteModelConfig(
-            key="solid_red",
-            display_name="Solid red",
-            default_steps=2,
-            default_guidance=1.0,
-            max_resolution=2048,
-            supports_negative_prompt=False,
-            channel=0,
-        ),
-        PaletteModelConfig(
-            key="solid_green",
-            display_name="Solid green",
-            default_steps=6,
-            default_guidance=3.0,
-            max_resolution=512,
-            default_width=512,
-            default_height=512,
-            size_multiple=8,
-            supports_negative_prompt=True,
-            default_negative_prompt="noise",
-            channel=1,
-        ),
     )
 
     def __init__(self, settings: Settings) -> None:
@@ -104,14 +107,15 @@ class PaletteProvider(ImageProvider):
         self.calls: list[GenerationRequest] = []
         self.closed = False
 
-    def unavailable_reason(self) -> str | None:
-        return None if self.config.available else "PALETTE_AVAILABLE is false"
+    def builtin_models(self) -> Sequence[PaletteModelConfig]:
+        return PALETTE_MODELS
 
-    def setup_instructions(self) -> list[str]:
-        return [] if self.config.available else ["Set PALETTE_AVAILABLE=true"]
+    def requirements(self) -> list[Requirement]:
+        return [Requirement(self.config.available, "PALETTE_AVAILABLE is false", ("Set PALETTE_AVAILABLE=true",))]
 
-    async def generate(self, request: GenerationRequest, model: ModelConfig, progress: Progress) -> ProviderResult:
-        assert isinstance(model, PaletteModelConfig)
+    async def generate(
+        self, request: GenerationRequest, model: PaletteModelConfig, progress: Progress
+    ) -> ProviderResult:
         self.calls.append(request)
         if self.config.fail == "crash":
             raise RuntimeError("palette crashed")
@@ -124,13 +128,10 @@ class PaletteProvider(ImageProvider):
             raise FAILURES[self.config.fail]
         await progress.update("painting", 0.5)
         await anyio.sleep(self.config.delay_s)
+        seeds = [request.seed_of(index) for index in range(request.count)]
         images = [
-            GeneratedImage(
-                data=solid_png(request.width, request.height, request.seed + i, model.channel),
-                mime_type="image/png",
-                seed=request.seed + i,
-            )
-            for i in range(request.count)
+            GeneratedImage(solid_png(request.width, request.height, seed, model.channel), "image/png", seed)
+            for seed in seeds
         ]
         return ProviderResult(images=images, cost=0.001 * request.count)
 
@@ -148,17 +149,19 @@ class BackupPaletteProvider(PaletteProvider):
         default_model="solid_blue",
         priority=6,
     )
-    models = registry(
-        PaletteModelConfig(
-            key="solid_blue",
-            display_name="Solid blue",
-            default_steps=4,
-            default_guidance=2.0,
-            max_resolution=1024,
-            supports_negative_prompt=False,
-            channel=2,
+
+    def builtin_models(self) -> Sequence[PaletteModelConfig]:
+        return (
+            PaletteModelConfig(
+                key="solid_blue",
+                display_name="Solid blue",
+                default_steps=4,
+                default_guidance=2.0,
+                max_resolution=1024,
+                supports_negative_prompt=False,
+                channel=2,
+            ),
         )
-    )
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -18,7 +18,7 @@ from tests.fakes.tiny_pipelines import TinyPipelines, tiny_provider_type
 
 def main() -> None:
     provider_type = tiny_provider_type(TinyPipelines(Path(sys.argv[1])))
-    server = build_server(Settings.load(), provider_types=[provider_type])
+    server = build_server(Settings.load(), providers=[provider_type])
     anyio.run(server.run_stdio_async)
 
 

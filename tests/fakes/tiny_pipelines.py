@@ -23,17 +23,15 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
-
 from imagegen_mcp.config import Settings
-from imagegen_mcp.providers.base import registry
-from imagegen_mcp.providers.flux_local import FluxLocalProvider, FluxModelConfig, SchedulerConfig
+from imagegen_mcp.providers.flux_local import FluxLocalProvider
+from imagegen_mcp.providers.flux_local.config import FluxModelConfig, SchedulerConfig
 
 # No test may reach the internet: huggingface_hub and diffusers read this when they are first imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -416,12 +414,6 @@ def ensure_tiny_pipelines(root: Path) -> TinyPipelines:
     return tiny
 
 
-@pytest.fixture(scope="session", name="tiny_pipelines")
-def tiny_pipelines_fixture(tmp_path_factory: pytest.TempPathFactory) -> TinyPipelines:
-    """The tiny pipelines, built once per test session (every module importing this shares the build)."""
-    return ensure_tiny_pipelines(tmp_path_factory.getbasetemp() / "tiny_pipelines")
-
-
 def tiny_environ(tiny: TinyPipelines) -> dict[str, str]:
     """Settings under which the tiny test models are available: the CPU and the tiny hub cache."""
     return {
@@ -550,14 +542,17 @@ class RecordingFluxLocalProvider(FluxLocalProvider):
 def tiny_provider_type(tiny: TinyPipelines) -> type[RecordingFluxLocalProvider]:
     """The real flux_local provider with the tiny test models as its whole catalog.
 
-    Passed to ``build_server(settings, provider_types=[...])`` in place of the installed provider, so the
-    provider keeps its name and every line of its code; only the model registry differs. Each call makes a
+    Passed to ``build_server(settings, providers=[...])`` in place of the installed provider, so the
+    provider keeps its name and every line of its code; only the built-in models differ. Each call makes a
     new class, so ``instances`` holds the providers of one test only.
     """
+    models = tiny_model_configs(tiny)
 
     class TinyFluxLocalProvider(RecordingFluxLocalProvider):
         info = dataclasses.replace(FluxLocalProvider.info, default_model="tiny_sdxl")
-        models = registry(*tiny_model_configs(tiny))
         instances: ClassVar[list[FluxLocalProvider]] = []
+
+        def builtin_models(self) -> Sequence[FluxModelConfig]:
+            return models
 
     return TinyFluxLocalProvider
