@@ -35,8 +35,8 @@ def direct_pipeline(folder: Path, size: int) -> tuple[float, Callable[[int], Non
     import torch
 
     started = time.perf_counter()
-    pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(str(folder), torch_dtype=torch.float32)
-    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(
+    pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(str(folder), torch_dtype=torch.float32)  # type: ignore[no-untyped-call]
+    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(  # type: ignore[no-untyped-call]
         pipe.scheduler.config, timestep_spacing="trailing", prediction_type="epsilon"
     )
     pipe.set_progress_bar_config(disable=True)
@@ -62,7 +62,7 @@ async def main(runs: int, size: int) -> None:
     arguments = {"prompt": "a lighthouse", "model": "tiny_sdxl", "width": size, "height": size, "steps": STEPS}
     direct_load, direct = direct_pipeline(tiny.folder("sdxl"), size)
     samples: dict[str, list[float]] = {"direct": [], "server": []}
-    async with Client(build_server(settings, provider_types=[tiny_provider_type(tiny)])) as client:
+    async with Client(build_server(settings, providers=[tiny_provider_type(tiny)])) as client:
         first = await client.call_tool("generate_image", {**arguments, "seed": 0})
         assert not first.is_error and first.structured_content, first.content
         server_load = first.structured_content["details"]["pipeline_load_ms"]

@@ -28,11 +28,14 @@ from bench.common import machine, median_ms, table
 from bench.images import photo_like_png
 from bench.runware_fake import API_KEY, fake_runware
 from imagegen_mcp.config import Settings
+from imagegen_mcp.providers.base import registry
 from imagegen_mcp.providers.runware import RUNWARE_MODELS, RunwareModelConfig
 from imagegen_mcp.server.app import build_server
 from imagegen_mcp.storage import ImageStore, atomic_write, with_png_text
 
-MODEL = RUNWARE_MODELS["juggernaut_pro"]
+MODELS = registry(RUNWARE_MODELS)
+
+MODEL = MODELS["juggernaut_pro"]
 ARGS = {"prompt": "a lighthouse at dusk", "model": "runware:juggernaut_pro", "width": 1024, "height": 1024}
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with every extra and run the whole test suite.
+# Set up a virtual environment with every extra, check the code (ruff, ruff format, mypy strict) and run the
+# whole test suite.
 #   bash scripts/test.sh            # everything
-#   bash scripts/test.sh -k runware # extra arguments go to pytest
+#   bash scripts/test.sh -k runware # extra arguments go to pytest (the checks still run first)
 # TORCH_SPEC picks the PyTorch build installed before the extras (default: torch==2.13.0; on machines
 # without a local wheel, e.g. "torch --index-url https://download.pytorch.org/whl/cpu" avoids the CUDA download).
 set -euo pipefail
@@ -17,4 +18,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
 "$VENV/bin/python" -m pip install -q -e '.[all,test]'
+"$VENV/bin/python" -m ruff check .
+"$VENV/bin/python" -m ruff format --check .
+"$VENV/bin/python" -m mypy
 "$VENV/bin/python" -m pytest -q "$@"
