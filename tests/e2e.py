@@ -89,11 +89,20 @@ def exchange_over_stdio(
     return parsed, stderr
 
 
+def error_of(result: CallToolResult) -> dict[str, Any]:
+    """The structured error of an ``isError`` result (``{"error": {...}}``, nothing else beside it)."""
+    assert result.is_error, text_of(result)
+    structured = result.structured_content or {}
+    error = structured.get("error")
+    assert isinstance(error, dict) and set(structured) == {"error"}, structured
+    return error
+
+
 def text_of(result: CallToolResult) -> str:
     return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
 
 
-def assert_image_result(result: CallToolResult, count: int, preview_max_px: int = 512) -> list[dict[str, Any]]:
+def assert_image_result(result: CallToolResult, count: int, preview_max_px: int = 384) -> list[dict[str, Any]]:
     """Check the shape of a successful generate_image result and return its images' structured entries."""
     assert not result.is_error, text_of(result)
     structured = result.structured_content

@@ -22,7 +22,7 @@ from PIL import Image
 from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.flux_local import FluxLocalProvider
 from imagegen_mcp.server.app import build_server
-from tests.e2e import assert_image_result, clean_environ, exchange_over_stdio, text_of
+from tests.e2e import assert_image_result, clean_environ, error_of, exchange_over_stdio, text_of
 from tests.fakes.tiny_pipelines import (
     ProgressLog,
     RecordingFluxLocalProvider,
@@ -206,7 +206,7 @@ async def test_out_of_memory_is_a_structured_error_and_the_server_keeps_serving(
         finally:
             handle.remove()
         after = await served.generate()
-    error = failed.structured_content or {}
+    error = error_of(failed)
     assert failed.is_error and error["code"] == "out_of_memory" and error["retryable"] is True
     assert any("smaller size" in step for step in error["remediation"])
     assert [attempt["code"] for attempt in error["attempts"]] == ["out_of_memory"]
@@ -228,7 +228,7 @@ async def test_missing_weights_make_flux_local_unavailable_with_the_download_ste
     assert status["reason"].startswith("none of its models can run here (default model lightning_4step: weights")
     download = f"hf download ByteDance/SDXL-Lightning sdxl_lightning_4step.safetensors --cache-dir {cache}"
     assert f"Download the checkpoint: {download}" in status["remediation"]
-    error = result.structured_content or {}
+    error = error_of(result)
     assert result.is_error and error["code"] == "provider_unavailable"
     assert f"Download the checkpoint: {download}" in error["remediation"]
     assert any("FLUX_LOCAL_ALLOW_DOWNLOAD=true" in step for step in error["remediation"])
@@ -276,4 +276,4 @@ async def test_list_models_marks_a_model_whose_weights_are_missing(serve: Callab
     assert models["tiny_sdxl"]["available"] is True and models["tiny_sdxl"]["reason"] is None
     assert models["tiny_gone"]["available"] is False
     assert "weights not on this machine" in models["tiny_gone"]["reason"]
-    assert result.is_error and (result.structured_content or {})["code"] == "provider_unavailable"
+    assert result.is_error and error_of(result)["code"] == "provider_unavailable"

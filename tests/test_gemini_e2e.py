@@ -19,7 +19,7 @@ from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.gemini import GeminiProvider
 from imagegen_mcp.server.app import build_server
 from imagegen_mcp.storage import read_png_text
-from tests.e2e import assert_image_result, text_of
+from tests.e2e import assert_image_result, error_of, text_of
 from tests.fakes.gemini_server import (
     GEMINI_KEY as KEY,
 )
@@ -149,7 +149,7 @@ async def test_each_failure_gives_its_code(
     result = await call(gemini_settings(), {"prompt": "a lighthouse"})
 
     assert result.is_error
-    error = structured(result)
+    error = error_of(result)
     assert error["code"] == code
     assert error["provider"] == "gemini" and error["model"] == FLASH
     assert error["retryable"] is retryable
@@ -162,7 +162,7 @@ async def test_rate_limit_gives_the_delay_and_the_billing_remedy(
     api: FakeGeminiServer, gemini_settings: Callable[..., Settings]
 ) -> None:
     api.on(quota_exhausted(retry_delay="23s"))
-    error = structured(await call(gemini_settings(), {"prompt": "a lighthouse"}))
+    error = error_of(await call(gemini_settings(), {"prompt": "a lighthouse"}))
 
     assert error["retry_after_s"] == 23
     assert any("billing" in step and "free" in step for step in error["remediation"])
@@ -174,7 +174,7 @@ async def test_the_models_text_comes_back_when_no_image_does(
     api.on(TextReply("I would rather describe a lighthouse.", finish_reason="NO_IMAGE"))
     result = await call(gemini_settings(), {"prompt": "a lighthouse"})
 
-    error = structured(result)
+    error = error_of(result)
     assert "I would rather describe a lighthouse." in error["message"]
     assert "I would rather describe a lighthouse." in text_of(result)
 
@@ -188,7 +188,7 @@ async def test_a_blocked_prompt_never_falls_back_even_in_auto_mode(
     )
 
     assert result.is_error
-    error = structured(result)
+    error = error_of(result)
     assert error["code"] == "content_blocked"
     assert [(a["provider"], a["outcome"]) for a in error["attempts"]] == [("gemini", "failed")]
 
@@ -221,6 +221,6 @@ async def test_a_503_does_not_fall_back_in_strict_mode(
         gemini_settings(IMAGEGEN_FALLBACK="strict"), {"prompt": "a lighthouse"}, [GeminiProvider, PaletteProvider]
     )
 
-    error = structured(result)
+    error = error_of(result)
     assert result.is_error and error["code"] == "provider_error" and error["retryable"] is True
     assert [a["provider"] for a in error["attempts"]] == ["gemini"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 import pytest
@@ -18,7 +17,7 @@ from imagegen_mcp.catalog import ProviderSpec
 from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.runware import RunwareProvider
 from imagegen_mcp.server.app import build_server
-from tests.e2e import assert_image_result, text_of
+from tests.e2e import assert_image_result, error_of, text_of
 from tests.fakes.palette import PaletteProvider
 from tests.fakes.runware_server import COST_PER_IMAGE, DEFAULT_KEY, FakeRunwareServer
 
@@ -34,13 +33,6 @@ def settings(runware: FakeRunwareServer, make_settings: Callable[..., Settings])
         return make_settings(**{"RUNWARE_API_KEY": DEFAULT_KEY, "RUNWARE_URL": runware.url, **environ})
 
     return make
-
-
-def error_of(result: CallToolResult) -> dict[str, Any]:
-    assert result.is_error, text_of(result)
-    structured: dict[str, Any] | None = result.structured_content
-    assert structured is not None
-    return structured
 
 
 async def test_generate_image_returns_images_with_preview_link_seed_and_cost(

@@ -16,7 +16,7 @@ from mcp.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.e2e import REPO, assert_image_result, clean_environ, write_palette_plugin
+from tests.e2e import REPO, assert_image_result, clean_environ, error_of, write_palette_plugin
 
 pytestmark = pytest.mark.anyio
 
@@ -81,7 +81,7 @@ async def test_streamable_http_end_to_end(tmp_path: Path) -> None:
         assert tools == {"list_providers", "list_models", "generate_image"}
         assert_image_result(result, count=2)
         assert_image_result(again, count=1)
-        assert bad.is_error and (bad.structured_content or {})["code"] == "invalid_request"
+        assert bad.is_error and error_of(bad)["code"] == "invalid_request"
         assert not providers.is_error
 
         async with httpx2.AsyncClient() as http:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from imagegen_mcp.providers.flux_local import FluxLocalProvider
 from imagegen_mcp.providers.gemini import GeminiProvider
 from imagegen_mcp.providers.runware import RunwareProvider
 from imagegen_mcp.server.app import build_server
-from tests.e2e import assert_image_result, text_of
+from tests.e2e import assert_image_result, error_of, text_of
 from tests.fakes.palette import BackupPaletteProvider, PaletteProvider
 
 pytestmark = pytest.mark.anyio
@@ -36,15 +37,25 @@ async def test_tools_are_listed_with_schemas(make_settings: Callable[..., Settin
     assert schema["required"] == ["prompt"]
     assert schema["properties"]["prompt"]["minLength"] == 1
     assert schema["properties"]["count"]["maximum"] == 4
-    assert schema["properties"]["width"]["anyOf"][0]["minimum"] == 64
+    assert schema["properties"]["width"] == {
+        "type": "integer",
+        "minimum": 64,
+        "maximum": 4096,
+        "description": "Pixels; default: the model's.",
+    }
     assert schema["additionalProperties"] is False
     assert "aspect_ratio" in schema["properties"] and "fallback" in schema["properties"]
     for name in ("list_providers", "list_models"):
         annotations = tools[name].annotations
-        assert annotations is not None and annotations.read_only_hint
+        assert annotations is not None and annotations.read_only_hint and annotations.idempotent_hint
+    creating = tools["generate_image"].annotations
+    assert creating is not None
+    assert (creating.read_only_hint, creating.destructive_hint, creating.open_world_hint) == (False, False, True)
     for tool in tools.values():
         assert tool.output_schema is not None
-        assert tool.description
+        assert tool.output_schema["oneOf"][-1] == {"required": ["error"]}
+        assert tool.description and "\n" not in tool.description and "  " not in tool.description
+        assert "title" not in json.dumps(tool.input_schema)
     assert "images" in (tools["generate_image"].output_schema or {})["properties"]
 
 
@@ -63,8 +74,7 @@ async def test_without_keys_or_gpu_nothing_is_available(make_settings: Callable[
 
         result = await client.call_tool("generate_image", {"prompt": "a lighthouse"})
     assert result.is_error
-    error = result.structured_content
-    assert error is not None
+    error = error_of(result)
     assert error["code"] == "no_provider_available"
     remediation = " ".join(error["remediation"])
     assert "RUNWARE_API_KEY" in remediation and "GEMINI_API_KEY" in remediation
@@ -145,8 +155,7 @@ async def test_invalid_arguments_give_structured_errors(
     async with Client(build_server(settings, WITH_PALETTE)) as client:
         result = await client.call_tool("generate_image", arguments)
         assert result.is_error
-        error = result.structured_content
-        assert error is not None
+        error = error_of(result)
         assert error["code"] == code
         assert mentions in error["message"]
         assert error["remediation"]
@@ -169,7 +178,7 @@ async def test_list_models_groups_and_filters(make_settings: Callable[..., Setti
     assert green["capabilities"]["supports_negative_prompt"] is True
     assert green["capabilities"]["default_steps"] == 6
     assert [m["default"] for m in palette["models"]] == [True, False]
-    assert unknown.is_error and (unknown.structured_content or {})["code"] == "provider_not_found"
+    assert unknown.is_error and error_of(unknown)["code"] == "provider_not_found"
 
 
 async def test_status_resources(make_settings: Callable[..., Settings]) -> None:
@@ -207,7 +216,7 @@ async def test_secrets_never_reach_results_or_logs(
     async with Client(build_server(settings, WITH_PALETTE)) as client:
         result = await client.call_tool("generate_image", {"prompt": "x", "fallback": "strict"})
     assert result.is_error
-    assert (result.structured_content or {})["code"] == "authentication_failed"
+    assert error_of(result)["code"] == "authentication_failed"
     assert secret not in str(result.model_dump())
     assert "***" in text_of(result)
     handler_output = [h.format(r) for h in logging.getLogger().handlers for r in caplog.records if h.filters]

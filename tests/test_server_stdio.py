@@ -14,6 +14,7 @@ from tests.e2e import (
     REPO,
     assert_image_result,
     clean_environ,
+    error_of,
     exchange_over_stdio,
     stdio_parameters,
     text_of,
@@ -37,7 +38,7 @@ async def test_no_keys_no_gpu_over_stdio(tmp_path: Path) -> None:
         "runware": False,
     }
     assert result.is_error
-    error = result.structured_content or {}
+    error = error_of(result)
     assert error["code"] == "no_provider_available"
     assert "RUNWARE_API_KEY" in text_of(result) and "GEMINI_API_KEY" in text_of(result)
 
@@ -56,7 +57,7 @@ async def test_plugin_provider_generates_over_stdio(tmp_path: Path) -> None:
         again = await client.call_tool("generate_image", {"prompt": "after the bad call"})
     assert isinstance(blob, BlobResourceContents) and blob.mime_type == "image/png"
     assert Path(image["path"]).parent == tmp_path / "out"
-    assert bad.is_error and (bad.structured_content or {})["code"] == "invalid_request"
+    assert bad.is_error and error_of(bad)["code"] == "invalid_request"
     assert not again.is_error
 
 

@@ -46,6 +46,10 @@ class Attempt(BaseModel):
     reason: str | None = None
     elapsed_ms: int | None = None
 
+    def describe(self) -> str:
+        """``provider:model outcome (reason)``, for texts."""
+        return f"{self.provider}:{self.model} {self.outcome}" + (f" ({self.reason})" if self.reason else "")
+
 
 class ErrorPayload(BaseModel):
     """The structured content of an error tool result."""

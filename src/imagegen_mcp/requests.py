@@ -21,40 +21,39 @@ class ImageRequest(BaseModel):
     prompt: str = Field(
         min_length=1,
         max_length=4000,
-        description="What to draw. Concrete subjects, style, lighting and composition give the best results.",
+        description="What to draw: subject, style, lighting, composition.",
     )
     model: str | None = Field(
         None,
-        description="Model id as 'provider:key' (see list_models), or a bare key. Omit to use the default.",
+        description="Model id 'provider:key' from list_models; default: the server's.",
     )
-    provider: str | None = Field(None, description="Provider name (see list_providers). Omit to let the server choose.")
+    provider: str | None = Field(None, description="Provider name from list_providers.")
     negative_prompt: str | None = Field(
         None,
         max_length=2000,
-        description="What to keep out of the image (ignored by models without support).",
+        description="What to keep out of the image.",
     )
-    width: int | None = Field(None, ge=64, le=4096, description="Width in pixels. Omit for the model's default.")
-    height: int | None = Field(None, ge=64, le=4096, description="Height in pixels. Omit for the model's default.")
+    width: int | None = Field(None, ge=64, le=4096, description="Pixels; default: the model's.")
+    height: int | None = Field(None, ge=64, le=4096, description="Pixels; default: the model's.")
     aspect_ratio: str | None = Field(
         None,
         pattern=r"^[1-9][0-9]?:[1-9][0-9]?$",
-        description="Aspect ratio 'W:H' such as '16:9', instead of width/height.",
+        description="'W:H' such as '16:9', instead of width and height.",
     )
-    steps: int | None = Field(None, ge=1, le=150, description="Denoising steps. Omit: each model has a tuned default.")
+    steps: int | None = Field(None, ge=1, le=150, description="Denoising steps; default: tuned per model.")
     guidance_scale: float | None = Field(
-        None, ge=0, le=30, description="Prompt guidance (CFG). Omit: each model has a tuned default."
+        None, ge=0, le=30, description="Prompt guidance (CFG); default: tuned per model."
     )
     seed: int | None = Field(
         None,
         ge=0,
         le=MAX_SEED,
-        description="Seed for reproducible results. Omit for a random one (reported).",
+        description="For reproducible results; default: random (reported).",
     )
-    count: int = Field(1, ge=1, le=4, description="Number of images, 1-4.")
+    count: int = Field(1, ge=1, le=4, description="How many images.")
     fallback: Literal["auto", "strict"] | None = Field(
         None,
-        description="'auto' may use another provider when the chosen one is unavailable or failing; "
-        "'strict' never does. Omit for the server's setting.",
+        description="'auto': another provider may serve if this one fails; 'strict': never. Default: the server's.",
     )
 
     @field_validator("prompt")

@@ -99,9 +99,7 @@ def summary(result: GenerationResult) -> str:
     ]
     skipped_or_failed = [a for a in result.attempts if a.outcome != "succeeded"]
     if skipped_or_failed:
-        lines.append(
-            "Fallback: " + "; ".join(f"{a.provider}:{a.model} {a.outcome} ({a.reason})" for a in skipped_or_failed)
-        )
+        lines.append("Fallback: " + "; ".join(attempt.describe() for attempt in skipped_or_failed))
     lines += [f"Note: {note}" for note in result.adjustments]
     for saved in result.images:
         image = saved.stored

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from imagegen_mcp.errors import ErrorPayload, ImageGenError, redact
 from imagegen_mcp.results import generation_output, summary
+from imagegen_mcp.server.schemas import ERROR_KEY
 from imagegen_mcp.service import GenerationResult
 
 
@@ -49,16 +50,27 @@ def listing_content(output: BaseModel, text: str) -> CallToolResult:
 
 
 def error_content(error: ImageGenError, secrets: list[str]) -> CallToolResult:
-    """An ``isError`` result; every string in it is scrubbed of configured secrets."""
+    """An ``isError`` result: the error as text a person or model reads, and as ``{"error": {...}}`` for
+    clients (valid against every tool's output schema). Every string in it is scrubbed of configured secrets."""
     payload = ErrorPayload.model_validate(json.loads(redact(error.to_payload().model_dump_json(), secrets)))
-    lines = [f"{payload.code.value}: {payload.message}"]
+    return CallToolResult(
+        content=[TextContent(type="text", text=error_text(payload))],
+        structured_content={ERROR_KEY: payload.model_dump(mode="json")},
+        is_error=True,
+    )
+
+
+def error_text(payload: ErrorPayload) -> str:
+    """The error in a few lines: code and message, the steps that fix it, whether and when to retry, and
+    every candidate that was tried."""
+    lines = [f"Error {payload.code.value}: {payload.message}"]
     if payload.remediation:
         lines.append("To fix:")
         lines += [f"- {step}" for step in payload.remediation]
+    retry = "yes" if payload.retryable else "no"
     if payload.retry_after_s is not None:
-        lines.append(f"Retry after {payload.retry_after_s:g} s.")
-    return CallToolResult(
-        content=[TextContent(type="text", text="\n".join(lines))],
-        structured_content=payload.model_dump(mode="json"),
-        is_error=True,
-    )
+        retry += f", after {payload.retry_after_s:g} s"
+    lines.append(f"Retryable: {retry}")
+    if payload.attempts:
+        lines.append("Tried: " + "; ".join(attempt.describe() for attempt in payload.attempts))
+    return "\n".join(lines)
