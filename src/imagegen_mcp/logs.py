@@ -30,14 +30,26 @@ class RedactingFilter(logging.Filter):
 def configure(level: str, secrets: list[str]) -> None:
     """Send logs to stderr and scrub secrets from every root handler, including ones added by libraries."""
     root = logging.getLogger()
-    if not any(getattr(handler, "_imagegen", False) for handler in root.handlers):
+    ours = next((handler for handler in root.handlers if getattr(handler, "_imagegen", False)), None)
+    if ours is None:
         ours = logging.StreamHandler(sys.stderr)
         ours.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         ours._imagegen = True  # type: ignore[attr-defined]
         root.addHandler(ours)
+    # The handler's level is what stderr shows; the root's may go lower when a client asks for more.
+    ours.setLevel(level)
     root.setLevel(level)
     # Pillow logs every PNG chunk at DEBUG; that drowns the server's own debug output.
     logging.getLogger("PIL").setLevel(max(logging.INFO, root.level))
     for handler in root.handlers:
         handler.filters = [f for f in handler.filters if not isinstance(f, RedactingFilter)]
         handler.addFilter(RedactingFilter(secrets))
+
+
+def add_handler(handler: logging.Handler) -> None:
+    """Add ``handler`` to the root logger in place of any earlier one of its class (a server built again in
+    the same process replaces its predecessor's)."""
+    root = logging.getLogger()
+    for existing in [h for h in root.handlers if type(h) is type(handler)]:
+        root.removeHandler(existing)
+    root.addHandler(handler)

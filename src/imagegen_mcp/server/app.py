@@ -1,20 +1,20 @@
-"""``build_server``: the tools and the resources, each a thin mapping onto :class:`ImageService`."""
+"""``build_server``: the tools, resources, prompts and completions, each a thin mapping onto the core."""
 
 from __future__ import annotations
 
 import functools
-import json
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegen_mcp import __version__, listings, logs, results
+from imagegen_mcp import __version__, listings, logs
 from imagegen_mcp.catalog import Catalog, ProviderSpec
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import ImageGenError
@@ -22,19 +22,23 @@ from imagegen_mcp.listings import ModelsOutput, ProvidersOutput
 from imagegen_mcp.providers.base import Progress
 from imagegen_mcp.requests import ImageRequest, parse_arguments
 from imagegen_mcp.results import GenerateImageOutput
+from imagegen_mcp.server.client_logs import ClientLogHandler
 from imagegen_mcp.server.content import error_content, generation_content, listing_content
+from imagegen_mcp.server.prompts import add_prompts
+from imagegen_mcp.server.resources import add_resources
+from imagegen_mcp.server.schemas import input_schema, output_schema
 from imagegen_mcp.service import ImageService
 
-INSTRUCTIONS = """Generates images. Call generate_image with a prompt; the result holds a small preview, a
-resource link to the full image and the saved file's path. list_providers tells which providers are
-available and why not; list_models lists models with their capabilities. Errors come with a code and steps
-to fix them. A fallback to another provider is always reported in the result."""
+INSTRUCTIONS = """Generates and saves images. Call generate_image with a prompt; the result holds a small
+preview, a resource link to the full image and the saved file's path. list_providers tells which providers
+are available and how to fix the others; list_models lists models with their capabilities. Errors carry a
+code and the steps that fix them. A fallback to another provider is always reported in the result."""
 
 
 class ListModelsArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: str | None = Field(None, description="Only this provider's models (see list_providers).")
+    provider: str | None = Field(None, description="Only this provider's models.")
 
 
 class ListProvidersArgs(BaseModel):
@@ -55,19 +59,37 @@ def raw_arguments(ctx: Context) -> dict[str, Any]:
 
 ToolFn = Callable[[Context], Awaitable[CallToolResult]]
 
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+#: Makes new files and may call a paid cloud service; never changes or deletes anything that exists.
+CREATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 
-def _tool(fn: ToolFn, input_model: type[BaseModel], *, title: str, read_only: bool) -> Tool:
+
+def _tool(
+    fn: ToolFn,
+    arguments: type[BaseModel],
+    result: type[BaseModel],
+    *,
+    title: str,
+    annotations: ToolAnnotations,
+) -> Tool:
+    """A tool whose input schema is ``arguments``' and whose output schema admits ``result`` or an error.
+
+    The output schema is published through the SDK's hand-built tool metadata (``FuncMetadata`` with a schema
+    and no model): the SDK advertises it as it is, and this server validates what it sends against it.
+    """
     tool = Tool.from_function(
         fn,
         title=title,
-        annotations=ToolAnnotations(
-            title=title, read_only_hint=read_only, idempotent_hint=read_only, open_world_hint=not read_only
-        ),
+        description=_one_paragraph(fn.__doc__ or ""),
+        annotations=annotations,
     )
-    schema = input_model.model_json_schema()
-    schema.pop("title", None)
-    schema.pop("description", None)
-    return tool.model_copy(update={"parameters": schema})
+    metadata = FuncMetadata(arg_model=tool.fn_metadata.arg_model, output_schema=output_schema(result))
+    return tool.model_copy(update={"parameters": input_schema(arguments), "fn_metadata": metadata})
+
+
+def _one_paragraph(docstring: str) -> str:
+    """A docstring as the tool description clients show: its lines joined, without the source's indentation."""
+    return " ".join(inspect.cleandoc(docstring).split())
 
 
 def build_server(settings: Settings, providers: Sequence[ProviderSpec] | None = None) -> MCPServer[Any]:
@@ -76,44 +98,58 @@ def build_server(settings: Settings, providers: Sequence[ProviderSpec] | None = 
     logs.configure(settings.log_level, secrets)
     service = ImageService(settings, Catalog.load(settings, providers))
 
+    client_logs = ClientLogHandler(secrets)
+    logs.add_handler(client_logs)
+
     def guarded(fn: ToolFn) -> ToolFn:
         @functools.wraps(fn)
         async def call(ctx: Context) -> CallToolResult:
-            try:
-                return await fn(ctx)
-            except ImageGenError as error:
-                return error_content(error, secrets)
+            with client_logs.serving(ctx.request_context.session):
+                try:
+                    return await fn(ctx)
+                except ImageGenError as error:
+                    return error_content(error, secrets)
 
         return call
 
-    async def list_providers(ctx: Context) -> Annotated[CallToolResult, ProvidersOutput]:
-        """List every image provider: whether it is available (and if not, why and how to fix it), its
-        default model, the fallback order, and which provider/model a plain generate_image would use now."""
+    async def list_providers(ctx: Context) -> CallToolResult:
+        """List the image providers: available or not (why, and the steps that fix it), default model,
+        fallback order, and what a plain generate_image would use now."""
         parse_arguments(ListProvidersArgs, raw_arguments(ctx))
         output = listings.providers(service)
         return listing_content(output, listings.providers_text(output))
 
-    async def list_models(ctx: Context) -> Annotated[CallToolResult, ModelsOutput]:
-        """List the models of every provider (or one), with ids to pass to generate_image, their
-        capabilities (max resolution, negative prompt, default steps/guidance, aspect ratios) and
-        availability."""
+    async def list_models(ctx: Context) -> CallToolResult:
+        """List the models of every provider (or one): ids for generate_image, capabilities (max resolution,
+        negative prompt, tuned steps and guidance, aspect ratios), availability."""
         args = parse_arguments(ListModelsArgs, raw_arguments(ctx))
         output = listings.models(service, args.provider)
         return listing_content(output, listings.models_text(output))
 
-    async def generate_image(ctx: Context) -> Annotated[CallToolResult, GenerateImageOutput]:
-        """Generate images from a text prompt and save them. Returns a small preview of each image, a
-        resource link to the full-resolution file, its absolute path, the actual seed, the provider and
-        model that made it and any fallback or parameter change. Omit model/provider to use the default;
-        unspecified steps/guidance use each model's tuned values."""
+    async def generate_image(ctx: Context) -> CallToolResult:
+        """Generate images from a text prompt and save them. Returns per image a small preview, a resource
+        link to the full-resolution file, its path and seed; and the model that made them, with any fallback
+        or parameter change."""
         request = parse_arguments(ImageRequest, raw_arguments(ctx))
         result = await service.generate(request, Progress(ctx.report_progress))
         return generation_content(result)
 
     tools = [
-        _tool(guarded(list_providers), ListProvidersArgs, title="List image providers", read_only=True),
-        _tool(guarded(list_models), ListModelsArgs, title="List image models", read_only=True),
-        _tool(guarded(generate_image), ImageRequest, title="Generate image", read_only=False),
+        _tool(
+            guarded(list_providers),
+            ListProvidersArgs,
+            ProvidersOutput,
+            title="List providers",
+            annotations=READ_ONLY,
+        ),
+        _tool(guarded(list_models), ListModelsArgs, ModelsOutput, title="List models", annotations=READ_ONLY),
+        _tool(
+            guarded(generate_image),
+            ImageRequest,
+            GenerateImageOutput,
+            title="Generate image",
+            annotations=CREATES,
+        ),
     ]
 
     @asynccontextmanager
@@ -131,55 +167,8 @@ def build_server(settings: Settings, providers: Sequence[ProviderSpec] | None = 
         tools=tools,
         lifespan=lifespan,
         log_level=settings.log_level,
+        middleware=[client_logs.middleware()],
     )
-    _add_resources(server, service)
+    add_resources(server, service)
+    add_prompts(server, service)
     return server
-
-
-def _json(model: BaseModel | list[Any]) -> str:
-    if isinstance(model, BaseModel):
-        return model.model_dump_json(indent=2)
-    return json.dumps(model, indent=2)
-
-
-def _add_resources(server: MCPServer[Any], service: ImageService) -> None:
-    @server.resource("imagegen://providers", name="providers", title="Provider status", mime_type="application/json")
-    def providers_resource() -> str:
-        return _json(listings.providers(service))
-
-    @server.resource(
-        "imagegen://providers/{name}",
-        name="provider",
-        title="One provider's status",
-        mime_type="application/json",
-    )
-    def provider_resource(name: str) -> str:
-        for status in listings.providers(service).providers:
-            if status.name == name:
-                return _json(status)
-        raise ResourceError(f"Unknown provider {name!r}; known: {', '.join(service.catalog.providers)}")
-
-    @server.resource("imagegen://models", name="models", title="Model catalog", mime_type="application/json")
-    def models_resource() -> str:
-        return _json(listings.models(service, None))
-
-    @server.resource(
-        "imagegen://images/{image_id}",
-        name="image",
-        title="A generated image (full resolution)",
-        mime_type="image/png",
-    )
-    def image_resource(image_id: str) -> bytes:
-        try:
-            return service.store.read(image_id)
-        except FileNotFoundError:
-            raise ResourceError(f"No image {image_id!r} in {service.store.root}") from None
-
-    @server.resource(
-        "imagegen://generations/recent",
-        name="recent-generations",
-        title="Recent generations of this server",
-        mime_type="application/json",
-    )
-    def recent_resource() -> str:
-        return _json(results.recent(list(service.recent)))
