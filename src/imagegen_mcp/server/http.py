@@ -78,10 +78,19 @@ def http_app(server: MCPServer[Any], settings: Settings, transport: HttpTranspor
 
 
 async def serve_http(
-    server: MCPServer[Any], settings: Settings, transport: HttpTransport, host: str, port: int
+    server: MCPServer[Any], settings: Settings, transport: HttpTransport, host: str, port: int, stop_grace_s: float
 ) -> None:
+    """Serve until SIGINT or SIGTERM; open requests and streams then get ``stop_grace_s`` to finish."""
     import uvicorn
 
     app = http_app(server, settings, transport, host)
-    config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        # Typed int, but handed to asyncio.wait_for, which takes any number of seconds.
+        timeout_graceful_shutdown=stop_grace_s,  # type: ignore[arg-type]
+    )
     await uvicorn.Server(config).serve()
