@@ -22,10 +22,10 @@ from mcp import StdioServerParameters
 from mcp.client import Client
 
 from bench.common import machine, median_ms, table
-from bench.images import photo_like_png
 from bench.runware_fake import API_KEY, fake_runware
 from imagegen_mcp.config import Settings
 from imagegen_mcp.storage import ImageStore
+from imagegen_mcp.testing import photo_like_png
 
 
 def args(size: int) -> dict[str, object]:
@@ -47,7 +47,7 @@ async def burst(client: Client, calls: int, size: int) -> float:
 
 def per_image_work_ms(size: int, runs: int = 10) -> float:
     """The server's CPU work for one image (base64 decode, preview, write), measured alone."""
-    png = photo_like_png(size, size)
+    png = photo_like_png(size, size, 0)
     encoded = pybase64.b64encode(png).decode("ascii")
     defaults = Settings.load({})
     store = ImageStore(Path(tempfile.mkdtemp()), defaults.preview_max_px, defaults.preview_format)

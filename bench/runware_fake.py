@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 
-from bench.images import photo_like_png
+from imagegen_mcp.testing import photo_like_png
 from tests.fakes.runware_server import DEFAULT_KEY, FakeRunwareServer
 
 API_KEY = DEFAULT_KEY
@@ -17,7 +17,7 @@ API_KEY = DEFAULT_KEY
 
 @functools.cache
 def _photo_of_size(width: int, height: int) -> bytes:
-    return photo_like_png(width, height)
+    return photo_like_png(width, height, 0)
 
 
 def _photo(width: int, height: int, seed: int) -> bytes:

@@ -25,13 +25,13 @@ from PIL import Image
 from runware import IImageInference, Runware
 
 from bench.common import machine, median_ms, table
-from bench.images import photo_like_png
 from bench.runware_fake import API_KEY, fake_runware
 from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.base import registry
 from imagegen_mcp.providers.runware import RUNWARE_MODELS, RunwareModelConfig
 from imagegen_mcp.server.app import build_server
 from imagegen_mcp.storage import ImageStore, atomic_write, with_png_text
+from imagegen_mcp.testing import photo_like_png
 
 MODELS = registry(RUNWARE_MODELS)
 
@@ -73,7 +73,7 @@ def direct_task() -> IImageInference:
 
 def breakdown(runs: int) -> list[list[object]]:
     """Each step of the server's per-image work, timed on its own with the same kind of image."""
-    png = photo_like_png(1024, 1024)
+    png = photo_like_png(1024, 1024, 0)
     encoded = base64.b64encode(png).decode()
     defaults = Settings.load({})
     store = ImageStore(Path(tempfile.mkdtemp()), defaults.preview_max_px, defaults.preview_format)

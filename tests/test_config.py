@@ -11,7 +11,7 @@ from imagegen_mcp.errors import ConfigError
 def test_defaults() -> None:
     settings = Settings.load({})
     assert settings.fallback == "auto"
-    assert settings.preview_max_px == 512
+    assert (settings.preview_max_px, settings.preview_format) == (384, "webp")
     assert settings.default_provider is None
     assert settings.output_dir == default_output_dir().resolve()
     assert settings.output_dir.is_absolute()
