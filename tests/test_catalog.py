@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from imagegen_mcp.catalog import Catalog, discover_provider_types
 from imagegen_mcp.config import Settings
-from imagegen_mcp.errors import CatalogError
+from imagegen_mcp.errors import CatalogError, ConfigError
 from imagegen_mcp.providers.base import registry
 from imagegen_mcp.providers.flux_local import FluxLocalProvider
 from imagegen_mcp.providers.flux_local.config import FLUX_LOCAL_MODELS
@@ -98,3 +98,27 @@ def test_duplicate_key_within_a_provider_is_rejected() -> None:
     model = RUNWARE_MODELS[2]
     with pytest.raises(ValueError, match="flux_schnell"):
         registry([model, model])
+
+
+def test_model_ids_point_catalog_entries_at_other_vendor_ids(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(IMAGEGEN_MODEL_IDS="runware:juggernaut_pro=rundiffusion:130@101, gemini:x=y")
+    provider = RunwareProvider(settings)
+    assert provider.models["juggernaut_pro"].air == "rundiffusion:130@101"
+    assert provider.models["flux_schnell"].air == "runware:100@1"
+    error = provider.retired_error(provider.models["juggernaut_pro"], "404 model not found")
+    assert error.code.value == "model_retired" and error.allows_fallback
+    assert "'rundiffusion:130@101'" in error.message and "likely retired" in error.message
+    assert 'IMAGEGEN_MODEL_IDS="runware:juggernaut_pro=<current id>"' in error.remediation[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("runware:nope=a:1@1", "IMAGEGEN_MODEL_IDS: runware has no model nope"),
+        ("juggernaut_pro=a:1@1", "is not 'provider:key=vendor model id'"),
+        ("runware:juggernaut_pro=", "is not 'provider:key=vendor model id'"),
+    ],
+)
+def test_bad_model_ids_stop_the_start(make_settings: Callable[..., Settings], value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RunwareProvider(make_settings(IMAGEGEN_MODEL_IDS=value))

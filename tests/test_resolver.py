@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from imagegen_mcp.errors import ErrorCode, ImageGenError
-from imagegen_mcp.providers.base import Availability
+from imagegen_mcp.providers.base import Availability, RetiredModel
 from imagegen_mcp.resolver import ProviderState, effective_order, plan
 
 ON = Availability(met=True)
@@ -192,3 +192,26 @@ def test_lookup_errors(arguments: dict[str, Any], code: ErrorCode, text: str) ->
     assert caught.value.code == code
     assert text in caught.value.message
     assert caught.value.remediation
+
+
+def test_a_retired_name_is_not_found_and_the_message_names_its_replacement() -> None:
+    note = "Google shut gemini-2.5-flash-image down on 2 October 2026"
+    gemini = ProviderState(
+        GEMINI.name,
+        3,
+        GEMINI.default_model,
+        GEMINI.models,
+        ON,
+        {"gemini-2.5-flash-image": RetiredModel("gemini_pro_image", note)},
+    )
+    for ref in ("gemini-2.5-flash-image", "gemini:gemini-2.5-flash-image"):
+        with pytest.raises(ImageGenError) as caught:
+            plan([RUNWARE, gemini], mode="auto", model=ref)
+        assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
+        assert (
+            caught.value.message
+            == f"Model {ref!r} is no longer served: {note}. Its replacement is gemini:gemini_pro_image."
+        )
+        assert caught.value.remediation[0] == "Use model 'gemini:gemini_pro_image'"
+    with pytest.raises(ImageGenError, match="Available models"):
+        plan([RUNWARE, gemini], mode="auto", model="runware:gemini-2.5-flash-image")

@@ -67,6 +67,7 @@ class Catalog:
                 default_model=provider.info.default_model,
                 models=tuple(provider.models),
                 availability=provider.check(),
+                retired=provider.retired_models(),
             )
             for name, provider in self.providers.items()
         )

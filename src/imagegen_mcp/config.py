@@ -84,6 +84,9 @@ class Settings(EnvSettings):
     request_timeout_s: float = Field(120.0, gt=0, le=3600, alias="IMAGEGEN_TIMEOUT_S")
     auth_token: SecretStr | None = Field(None, alias="IMAGEGEN_AUTH_TOKEN")
     log_level: LogLevel = Field("INFO", alias="IMAGEGEN_LOG_LEVEL")
+    #: ``provider:key=vendor id`` pairs: catalog entries pointed at another vendor model id (a retired one's
+    #: successor, say) without a new release.
+    model_ids: dict[str, str] = Field(default_factory=dict, alias="IMAGEGEN_MODEL_IDS")
 
     _environ: Mapping[str, str] = PrivateAttr(default_factory=dict)
 
@@ -91,6 +94,19 @@ class Settings(EnvSettings):
     @classmethod
     def _parse_order(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("model_ids", mode="before")
+    @classmethod
+    def _parse_model_ids(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in _split_list(value):
+            model, equals, vendor_id = item.partition("=")
+            if not equals or ":" not in model or not vendor_id.strip():
+                raise ValueError(f"{item!r} is not 'provider:key=vendor model id'")
+            pairs[model.strip()] = vendor_id.strip()
+        return pairs
 
     @field_validator("log_level", "fallback", "preview_format", mode="before")
     @classmethod
@@ -113,6 +129,14 @@ class Settings(EnvSettings):
         settings = cls.from_environ(merged)
         settings._environ = merged
         return settings
+
+    def model_ids_of(self, provider: str) -> dict[str, str]:
+        """The vendor model ids ``IMAGEGEN_MODEL_IDS`` sets for ``provider``'s models, by model key."""
+        return {
+            model.partition(":")[2]: vendor_id
+            for model, vendor_id in self.model_ids.items()
+            if model.partition(":")[0] == provider
+        }
 
     def provider_settings(self, settings_type: type[_T]) -> _T:
         """Parse a provider's own settings from the same snapshot the core settings came from."""

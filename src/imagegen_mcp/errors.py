@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     MODEL_NOT_FOUND = "model_not_found"
+    MODEL_RETIRED = "model_retired"
     PROVIDER_NOT_FOUND = "provider_not_found"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     NO_PROVIDER_AVAILABLE = "no_provider_available"
@@ -129,6 +130,14 @@ class InvalidRequestError(ImageGenError):
 
 class ModelNotFoundError(ImageGenError):
     code = ErrorCode.MODEL_NOT_FOUND
+
+
+class ModelRetiredError(ImageGenError):
+    """The vendor answered that a catalog entry's model id does not exist (any more). Another provider may
+    serve the request meanwhile; the fix is to point the entry at a current id."""
+
+    code = ErrorCode.MODEL_RETIRED
+    triggers_fallback = True
 
 
 class ProviderNotFoundError(ImageGenError):

@@ -10,12 +10,12 @@ the providers were registered in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from imagegen_mcp.config import FallbackMode
 from imagegen_mcp.errors import InvalidRequestError, ModelNotFoundError, ProviderNotFoundError
-from imagegen_mcp.providers.base import Availability
+from imagegen_mcp.providers.base import Availability, RetiredModel
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class ProviderState:
     default_model: str
     models: tuple[str, ...]
     availability: Availability
+    #: Names the vendor retired, each with the model that replaces it.
+    retired: Mapping[str, RetiredModel] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,16 @@ def find_model(states: Sequence[ProviderState], ref: str, provider: str | None =
         owners = [state for state in states if key in state.models]
     owners = [state for state in owners if key in state.models]
     if not owners:
+        retired = [(state, state.retired[key]) for state in states if key in state.retired]
+        if retired and (not provider_part or retired[0][0].name == provider_part):
+            state, successor = retired[0]
+            replacement = f"{state.name}:{successor.replacement}"
+            raise ModelNotFoundError(
+                f"Model {ref!r} is no longer served: {successor.note}. Its replacement is {replacement}.",
+                model=ref,
+                remediation=[f"Use model '{replacement}'", "Call list_models to see every current model"],
+                details={"replacement": replacement},
+            )
         available = model_ids(states)
         raise ModelNotFoundError(
             f"Unknown model {ref!r}. Available models: {', '.join(available)}.",

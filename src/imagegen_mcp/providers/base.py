@@ -18,14 +18,14 @@ import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import anyio.to_thread
 import pybase64
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imagegen_mcp.config import Settings
-from imagegen_mcp.errors import ProviderError
+from imagegen_mcp.errors import ConfigError, ModelRetiredError, ProviderError
 
 MODEL_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 #: The largest seed any provider takes (a signed 32-bit integer, what the vendors accept).
@@ -84,6 +84,13 @@ class ModelConfig(BaseModel):
     #: The aspect ratios a ratio-based model accepts (``W:H``); empty for models that take pixel sizes.
     aspect_ratios: tuple[str, ...] = ()
 
+    #: The field holding the id the vendor knows the model by (``IMAGEGEN_MODEL_IDS`` can change it).
+    vendor_id_field: ClassVar[str | None] = None
+
+    @property
+    def vendor_id(self) -> str | None:
+        return str(getattr(self, self.vendor_id_field)) if self.vendor_id_field else None
+
     @model_validator(mode="after")
     def _defaults_fit(self) -> Self:
         if max(self.default_width, self.default_height) > self.max_resolution:
@@ -125,6 +132,15 @@ class GenerationRequest(BaseModel):
 
     def seed_of(self, index: int) -> int:
         return seed_at(self.seed, index)
+
+
+@dataclass(frozen=True)
+class RetiredModel:
+    """A model name the vendor no longer serves, and the model of the catalog that replaces it."""
+
+    replacement: str
+    #: What happened, for the error text (e.g. "Google shut gemini-2.5-flash-image down on 2 October 2026").
+    note: str
 
 
 @dataclass(frozen=True)
@@ -253,11 +269,52 @@ class ImageProvider(ABC, Generic[M]):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         #: Every model this provider serves, by key.
-        self.models: dict[str, M] = registry(self.builtin_models())
+        self.models: dict[str, M] = registry(self._with_vendor_ids(self.builtin_models()))
 
     @abstractmethod
     def builtin_models(self) -> Sequence[M]:
         """The models that come with the provider."""
+
+    def retired_models(self) -> Mapping[str, RetiredModel]:
+        """Names a request may still use although the vendor retired them (old keys, old vendor ids)."""
+        return {}
+
+    def _with_vendor_ids(self, models: Sequence[M]) -> list[M]:
+        """``models`` with the vendor ids ``IMAGEGEN_MODEL_IDS`` sets for them."""
+        ids = self.settings.model_ids_of(self.info.name)
+        keys = {model.key for model in models}
+        unknown = sorted(set(ids) - keys)
+        if unknown:
+            raise ConfigError(
+                f"IMAGEGEN_MODEL_IDS: {self.info.name} has no model {', '.join(unknown)}; its models are "
+                f"{', '.join(sorted(keys))}"
+            )
+        changed = []
+        for model in models:
+            if model.key not in ids:
+                changed.append(model)
+                continue
+            if model.vendor_id_field is None:
+                raise ConfigError(f"IMAGEGEN_MODEL_IDS: {self.info.name}:{model.key} has no vendor model id to set")
+            changed.append(model.model_copy(update={model.vendor_id_field: ids[model.key]}))
+        return changed
+
+    def retired_error(self, model: M, detail: str) -> ModelRetiredError:
+        """The error for a vendor's answer that ``model``'s vendor id does not exist: it names the id, says it
+        was likely retired, and how to point the entry at another id without a new release."""
+        model_id = f"{self.info.name}:{model.key}"
+        return ModelRetiredError(
+            f"{self.info.display_name} does not serve {model.vendor_id!r}, the model id of {model_id} ({detail}); "
+            "the vendor has likely retired it.",
+            provider=self.info.name,
+            model=model_id,
+            remediation=[
+                f'Point {model_id} at the vendor\'s current id: IMAGEGEN_MODEL_IDS="{model_id}=<current id>" in '
+                "the server's environment (or the config file), then restart the server",
+                "Or choose another model (see list_models)",
+            ],
+            details={"vendor_id": model.vendor_id},
+        )
 
     def requirements(self) -> Sequence[Requirement]:
         """What this provider needs (an SDK, a key, a device, ...). Cheap: no network, no heavy import."""

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 from PIL import Image
@@ -99,6 +99,8 @@ class GeminiSettings(EnvSettings):
 
 
 class GeminiModelConfig(ModelConfig):
+    vendor_id_field: ClassVar[str | None] = "api_model"
+
     api_model: str = Field(description="The model name the Gemini API knows, e.g. 'gemini-2.5-flash-image'.")
     default_steps: int | None = None
     default_guidance: float | None = None

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 from pydantic import Field, SecretStr
@@ -73,6 +73,8 @@ class RunwareSettings(EnvSettings):
 
 
 class RunwareModelConfig(ModelConfig):
+    vendor_id_field: ClassVar[str | None] = "air"
+
     air: str = Field(description="Runware's AIR identifier of the model, e.g. 'runware:100@1'.")
     max_resolution: int = 1024
     supports_negative_prompt: bool = True
