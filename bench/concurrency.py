@@ -1,20 +1,29 @@
-"""Concurrency: 32 concurrent generate_image calls against a loopback Runware server answering after 200 ms.
+"""Concurrency and transport: every way of getting Runware's images, measured in the same run.
 
-    python -m bench.concurrency [--calls 32] [--runs 5]
+    python -m bench.concurrency [--calls 32] [--rounds 5]
 
-256x256 images measure multiplexing over the one shared connection (target: all done within 1.5x one call);
-1024x1024 images measure throughput, shown next to the limit the cores allow for the per-image work. The
-server runs as MCP clients run it, a subprocess over stdio; the fake Runware server is a third process.
+Each variant is a server over stdio, as MCP clients run it, configured by its RUNWARE_* settings; the loopback
+Runware API is one more process, answering after 200 ms with photo-like PNGs. A round runs every variant in
+turn (so drift on a shared machine hits all alike): one call and ``calls`` concurrent calls at 256x256 (target:
+the burst within 1.5x one call, multiplexing over the one connection) and at 1024x1024 (throughput, against the
+limit the cores allow for the server's own per-image work, measured alone). Ratios are taken per round; the
+table gives their median and range over the rounds. A second table times the provider alone in this process
+(no server, no storage): what each transport costs by itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pybase64
@@ -22,26 +31,90 @@ from mcp import StdioServerParameters
 from mcp.client import Client
 
 from bench.common import machine, median_ms, table
-from bench.runware_fake import API_KEY, fake_runware
+from bench.runware_fake import API_KEY, FakeRunware, Usage, fake_runware
 from imagegen_mcp.config import Settings
+from imagegen_mcp.providers.base import Progress
+from imagegen_mcp.providers.runware import RunwareProvider
+from imagegen_mcp.requests import ImageRequest, fit_request
 from imagegen_mcp.storage import ImageStore
 from imagegen_mcp.testing import photo_like_png
+
+DELAY_S = 0.2
+#: Name -> the RUNWARE_* settings of that variant.
+VARIANTS: dict[str, dict[str, str]] = {
+    "WebSocket, base64, permessage-deflate": {
+        "RUNWARE_TRANSPORT": "websocket",
+        "RUNWARE_OUTPUT": "base64",
+        "RUNWARE_WS_COMPRESSION": "true",
+    },
+    "WebSocket, base64": {"RUNWARE_TRANSPORT": "websocket", "RUNWARE_OUTPUT": "base64"},
+    "WebSocket, URL + HTTP fetch": {"RUNWARE_TRANSPORT": "websocket", "RUNWARE_OUTPUT": "url"},
+    "REST, base64": {"RUNWARE_TRANSPORT": "rest", "RUNWARE_OUTPUT": "base64"},
+    "REST, URL + HTTP fetch": {"RUNWARE_TRANSPORT": "rest", "RUNWARE_OUTPUT": "url"},
+}
+
+
+@dataclass
+class Samples:
+    """Per-round measurements of one variant."""
+
+    one_256: list[float] = field(default_factory=list)
+    burst_256: list[float] = field(default_factory=list)
+    burst_1024: list[float] = field(default_factory=list)
+    #: The same bursts made by the provider alone, in this process.
+    alone_256: list[float] = field(default_factory=list)
+    alone_1024: list[float] = field(default_factory=list)
+    #: The limit the cores allowed for the server's per-image work in the same round (images/s).
+    limits: list[float] = field(default_factory=list)
+    usage: Usage = field(default_factory=lambda: Usage(0, 0, 0))
+
+    def ratios_256(self) -> list[float]:
+        return [burst / one for one, burst in zip(self.one_256, self.burst_256, strict=True)]
+
+    def throughputs(self, calls: int) -> list[float]:
+        return [calls / seconds for seconds in self.burst_1024]
+
+    def shares_of_limit(self, calls: int) -> list[float]:
+        return [100 * value / limit for value, limit in zip(self.throughputs(calls), self.limits, strict=True)]
+
+
+#: One generation of a ``size`` x ``size`` image.
+Call = Callable[[int], Coroutine[Any, Any, None]]
 
 
 def args(size: int) -> dict[str, object]:
     return {"prompt": "a lighthouse", "model": "runware:flux_schnell", "width": size, "height": size}
 
 
-async def burst(client: Client, calls: int, size: int) -> float:
+def through_server(client: Client) -> Call:
+    async def call(size: int) -> None:
+        result = await client.call_tool("generate_image", args(size))
+        assert not result.is_error, result.content
+
+    return call
+
+
+def provider_alone(provider: RunwareProvider) -> Call:
+    model = provider.models["flux_schnell"]
+
+    async def call(size: int) -> None:
+        request, _ = fit_request(
+            ImageRequest(prompt="a lighthouse", width=size, height=size),
+            model,
+            "runware:flux_schnell",
+            primary=True,
+            seed=1,
+        )
+        await provider.generate(request, model, Progress())
+
+    return call
+
+
+async def burst(call: Call, calls: int, size: int) -> float:
     started = time.perf_counter()
     async with anyio.create_task_group() as group:
         for _ in range(calls):
-
-            async def one() -> None:
-                result = await client.call_tool("generate_image", args(size))
-                assert not result.is_error, result.content
-
-            group.start_soon(one)
+            group.start_soon(call, size)
     return time.perf_counter() - started
 
 
@@ -56,71 +129,126 @@ def per_image_work_ms(size: int, runs: int = 10) -> float:
         started = time.perf_counter()
         store.save(pybase64.b64decode(encoded), {"prompt": "x"})
         samples.append(time.perf_counter() - started)
+    store.close()
     return median_ms(samples)
 
 
-async def bursts(
-    calls: int, runs: int, photos: bool, size: int, compression: bool = True
-) -> tuple[list[float], list[float], int]:
-    """One call, then ``calls`` concurrent calls, ``runs`` times each, through a server over stdio."""
-    with fake_runware(delay_s=0.2, photos=photos, compression=compression) as (url, pipe):
-        env = {
-            **os.environ,
-            "RUNWARE_API_KEY": API_KEY,
-            "RUNWARE_URL": url,
-            "IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp(),
-            "IMAGEGEN_LOG_LEVEL": "WARNING",
-        }
-        server = StdioServerParameters(command=sys.executable, args=["-m", "imagegen_mcp"], env=env)
-        async with Client(server) as client:
-            await burst(client, 4, size)  # connect and warm up
-            single = [await burst(client, 1, size) for _ in range(runs)]
-            many = [await burst(client, calls, size) for _ in range(runs)]
-        pipe.send(None)
-        return single, many, pipe.recv()
+def environ(fake: FakeRunware, settings: dict[str, str]) -> dict[str, str]:
+    return {
+        "RUNWARE_API_KEY": API_KEY,
+        "RUNWARE_URL": fake.ws_url,
+        "RUNWARE_HTTP_URL": fake.http_url,
+        "IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp(),
+        "IMAGEGEN_LOG_LEVEL": "WARNING",
+        **settings,
+    }
 
 
-async def main(calls: int, runs: int) -> None:
+def server(fake: FakeRunware, settings: dict[str, str]) -> StdioServerParameters:
+    env = {**os.environ, **environ(fake, settings)}
+    return StdioServerParameters(command=sys.executable, args=["-m", "imagegen_mcp"], env=env)
+
+
+def spread(values: Sequence[float], digits: int = 2) -> str:
+    """Median and range."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+async def measure(calls: int, rounds: int) -> dict[str, Samples]:
+    samples = {name: Samples() for name in VARIANTS}
+    with fake_runware(delay_s=DELAY_S) as fake:
+        async with AsyncExitStack() as stack:
+            served: dict[str, Call] = {}
+            alone: dict[str, Call] = {}
+            for name, settings in VARIANTS.items():
+                served[name] = through_server(await stack.enter_async_context(Client(server(fake, settings))))
+                provider = RunwareProvider(Settings.load(environ(fake, settings)))
+                stack.push_async_callback(provider.aclose)
+                alone[name] = provider_alone(provider)
+            for call in (*served.values(), *alone.values()):  # connect, import and warm up
+                await burst(call, 4, 256)
+                await burst(call, 4, 1024)
+            before = fake.usage_and_forget()
+            for _ in range(rounds):
+                limit = (os.cpu_count() or 1) * 1000 / per_image_work_ms(1024, runs=5)
+                for name, call in served.items():
+                    measured = samples[name]
+                    measured.limits.append(limit)
+                    measured.one_256.append(await burst(call, 1, 256))
+                    measured.burst_256.append(await burst(call, calls, 256))
+                    measured.burst_1024.append(await burst(call, calls, 1024))
+                    measured.alone_256.append(await burst(alone[name], calls, 256))
+                    measured.alone_1024.append(await burst(alone[name], calls, 1024))
+                    after = fake.usage_and_forget()
+                    used = measured.usage
+                    measured.usage = Usage(
+                        used.websockets + after.websockets - before.websockets,
+                        used.http_connections + after.http_connections - before.http_connections,
+                        used.downloads + after.downloads - before.downloads,
+                    )
+                    before = after
+    return samples
+
+
+async def main(calls: int, rounds: int) -> None:
+    samples = await measure(calls, rounds)
+    cores = os.cpu_count() or 1
     rows: list[list[object]] = []
-    connections = set()
-    for label, photos in (("flat-colour", False), ("photo-like", True)):
-        single, many, opened = await bursts(calls, runs, photos, 256)
-        connections.add(opened)
-        one_ms, all_ms = median_ms(single), median_ms(many)
-        rows.append([f"1 call, 256x256 {label}", one_ms, "1.00", ""])
-        rows.append([f"{calls} concurrent, 256x256 {label}", all_ms, f"{all_ms / one_ms:.2f}", "<= 1.50"])
-    _, big, _ = await bursts(calls, runs, True, 1024)
-    _, big_plain, _ = await bursts(calls, runs, True, 1024, compression=False)
-    big_ms, plain_ms = median_ms(big), median_ms(big_plain)
+    for name, measured in samples.items():
+        usage = measured.usage
+        rows.append(
+            [
+                name,
+                median_ms(measured.one_256),
+                median_ms(measured.burst_256),
+                spread(measured.ratios_256()),
+                spread(measured.throughputs(calls), 1),
+                spread(measured.shares_of_limit(calls), 0),
+                f"{usage.websockets} / {usage.http_connections} / {usage.downloads}",
+            ]
+        )
     print(
         table(
-            f"Concurrency over one Runware connection, server over stdio, fake answering after 200 ms "
-            f"(median of {runs}; {machine()}; connections opened per run: {sorted(connections)})",
-            ["burst", "wall ms", "ratio to one call", "target"],
+            f"Runware transports, server over stdio, fake answering after {DELAY_S * 1000:.0f} ms with photo-like "
+            f"PNGs ({calls} concurrent calls; median (range) of {rounds} rounds; {machine()})",
+            [
+                "variant",
+                "1 call 256² ms",
+                f"{calls} x 256² ms",
+                "burst / 1 call (≤ 1.50)",
+                "1024² images/s",
+                f"% of the {cores}-core limit (≥ 50)",
+                "new WebSockets / REST TCP / downloads",
+            ],
             rows,
         )
     )
-    work = per_image_work_ms(1024)
-    cores = os.cpu_count() or 1
     print()
     print(
         table(
-            f"Throughput, {calls} concurrent calls, 1024x1024",
-            ["measure", "value"],
+            "The transport alone: the provider in this process, no server and no storage (same fake, same rounds)",
+            ["variant", f"{calls} x 256² ms", f"{calls} x 1024² ms", "1024² images/s"],
             [
-                ["burst wall time (ms)", big_ms],
-                ["images per second", calls / (big_ms / 1000)],
-                ["images per second, WebSocket without permessage-deflate", calls / (plain_ms / 1000)],
-                ["server work per image, alone (ms)", work],
-                [f"limit for that work on {cores} cores (images/s)", cores * 1000 / work],
+                [
+                    name,
+                    median_ms(measured.alone_256),
+                    median_ms(measured.alone_1024),
+                    spread([calls / seconds for seconds in measured.alone_1024], 1),
+                ]
+                for name, measured in samples.items()
             ],
         )
+    )
+    limits = next(iter(samples.values())).limits
+    print(
+        f"\nThe limit the {cores} cores allow for the server's own work on a 1024x1024 image (decode, preview, "
+        f"write; measured alone in each round): {spread(limits, 0)} images/s."
     )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
     options = parser.parse_args()
-    anyio.run(main, options.calls, options.runs)
+    anyio.run(main, options.calls, options.rounds)

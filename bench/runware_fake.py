@@ -1,5 +1,5 @@
-"""The loopback Runware server of the test suite, run in its own process so its encoding work does not share
-the measured process's interpreter, answering after a fixed delay."""
+"""The loopback Runware API of the test suite, run in its own process so its encoding work does not share the
+measured process's interpreter, answering after a fixed delay with one photo-like PNG per size."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import functools
 import multiprocessing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from imagegen_mcp.testing import photo_like_png
-from tests.fakes.runware_server import DEFAULT_KEY, FakeRunwareServer
+from tests.fakes.runware_api import DEFAULT_KEY, FakeRunwareAPI
 
 API_KEY = DEFAULT_KEY
 
@@ -20,39 +21,55 @@ def _photo_of_size(width: int, height: int) -> bytes:
     return photo_like_png(width, height, 0)
 
 
-def _photo(width: int, height: int, seed: int) -> bytes:
+def _photo(width: int, height: int, seed: int, output_format: str) -> bytes:
     # One image per size, whatever the seed: what is measured is transport and handling, not the drawing.
     return _photo_of_size(width, height)
 
 
-def _run(delay_s: float, photos: bool, compression: bool, pipe: Connection) -> None:
-    server = FakeRunwareServer()
-    server.delay_s = delay_s
-    server.compression = compression
-    if photos:
-        server.png_factory = _photo
+@dataclass(frozen=True)
+class Usage:
+    """How the API was used: WebSocket connections, TCP connections of REST calls, image downloads."""
+
+    websockets: int
+    http_connections: int
+    downloads: int
+
+
+@dataclass(frozen=True)
+class FakeRunware:
+    ws_url: str
+    http_url: str
+    _pipe: Connection
+
+    def usage_and_forget(self) -> Usage:
+        """The usage so far; the records and images kept so far are dropped (they would fill the memory)."""
+        self._pipe.send("usage")
+        usage: Usage = self._pipe.recv()
+        return usage
+
+
+def _run(delay_s: float, pipe: Connection) -> None:
+    server = FakeRunwareAPI(delay_s=delay_s, image_source=_photo)
     server.start()
-    pipe.send(server.url)
-    pipe.recv()  # until the benchmark is done
-    pipe.send(server.connections)
+    pipe.send((server.ws_url, server.http_url))
+    while pipe.recv() == "usage":
+        pipe.send(Usage(server.connections, server.http_connections, server.image_downloads))
+        server.forget()
     server.stop()
 
 
 @contextmanager
-def fake_runware(delay_s: float, photos: bool = True, compression: bool = True) -> Iterator[tuple[str, Connection]]:
-    """Yield the server's URL and a pipe; ``pipe.send(None); pipe.recv()`` returns its connection count.
-
-    ``photos``: answer with photo-like PNGs (about 1.8 MB at 1024x1024); else the test suite's flat-colour
-    PNGs (a few hundred bytes), which leave only the protocol work to measure. ``compression``: offer
-    permessage-deflate, as a websockets server does by default.
-    """
+def fake_runware(delay_s: float) -> Iterator[FakeRunware]:
+    """The API in a process of its own, accepting :data:`API_KEY`; images are photo-like PNGs (about 2.2 MB at
+    1024x1024), so transport costs are those of real results."""
     ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(
-        target=_run, args=(delay_s, photos, compression, theirs), daemon=True
-    )
+    process = multiprocessing.get_context("spawn").Process(target=_run, args=(delay_s, theirs), daemon=True)
     process.start()
     try:
-        yield ours.recv(), ours
+        ws_url, http_url = ours.recv()
+        yield FakeRunware(ws_url, http_url, ours)
     finally:
-        process.kill()
+        ours.send("stop")
         process.join(5)
+        if process.is_alive():
+            process.kill()

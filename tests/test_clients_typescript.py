@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e import REPO, clean_environ, write_palette_plugin
-from tests.fakes.runware_server import DEFAULT_KEY, FakeRunwareServer
+from tests.fakes.runware_api import DEFAULT_KEY, FakeRunwareAPI
 from tests.node_clients import PROJECT, node_clients, run
 
 pytestmark = pytest.mark.slow
@@ -191,8 +191,8 @@ def test_the_log_level_a_client_sets_brings_the_servers_logs(offline: Session) -
 
 
 def test_a_key_the_runware_server_rejects_is_a_schema_valid_authentication_error(tmp_path: Path) -> None:
-    with FakeRunwareServer(reject_key=True) as runware:
-        env = clean_environ(IMAGEGEN_OUTPUT_DIR=str(tmp_path), RUNWARE_API_KEY=DEFAULT_KEY, RUNWARE_URL=runware.url)
+    with FakeRunwareAPI(reject_key=True) as runware:
+        env = clean_environ(IMAGEGEN_OUTPUT_DIR=str(tmp_path), RUNWARE_API_KEY=DEFAULT_KEY, RUNWARE_URL=runware.ws_url)
         session = drive(env, {"rejected": call("generate_image", prompt="a red fox in the snow")})
     error = session.error_of("rejected")
     assert error["code"] == "authentication_failed"

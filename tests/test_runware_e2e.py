@@ -1,11 +1,13 @@
-"""Runware end to end: a real MCP client, the server in memory, the real ``runware`` SDK and the loopback
-Runware server (``RUNWARE_API_KEY`` is a dummy value, ``RUNWARE_URL`` points at the loopback server)."""
+"""Runware end to end: a real MCP client, the server in memory, the real ``runware-sdk`` and the loopback Runware
+API, over both of the SDK's transports (``RUNWARE_API_KEY`` is a dummy value, ``RUNWARE_URL`` and
+``RUNWARE_HTTP_URL`` point at the loopback API)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -15,11 +17,12 @@ from mcp_types import CallToolResult, TextResourceContents
 
 from imagegen_mcp.catalog import ProviderSpec
 from imagegen_mcp.config import Settings
+from imagegen_mcp.providers.base import MAX_SEED
 from imagegen_mcp.providers.runware import RunwareProvider
 from imagegen_mcp.server.app import build_server
 from tests.e2e import assert_image_result, error_of, text_of
 from tests.fakes.palette import PaletteProvider
-from tests.fakes.runware_server import COST_PER_IMAGE, DEFAULT_KEY, FakeRunwareServer
+from tests.fakes.runware_api import COST_PER_IMAGE, DEFAULT_KEY, FakeRunwareAPI
 
 pytestmark = pytest.mark.anyio
 
@@ -27,16 +30,40 @@ RUNWARE_ONLY: list[ProviderSpec] = [RunwareProvider]
 WITH_FALLBACK: list[ProviderSpec] = [RunwareProvider, PaletteProvider]
 
 
+@pytest.fixture(params=["websocket", "rest"])
+def transport(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
 @pytest.fixture
-def settings(runware: FakeRunwareServer, make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+def settings(
+    runware: FakeRunwareAPI, make_settings: Callable[..., Settings], transport: str
+) -> Callable[..., Settings]:
     def make(**environ: str) -> Settings:
-        return make_settings(**{"RUNWARE_API_KEY": DEFAULT_KEY, "RUNWARE_URL": runware.url, **environ})
+        return make_settings(
+            **{
+                "RUNWARE_API_KEY": DEFAULT_KEY,
+                "RUNWARE_URL": runware.ws_url,
+                "RUNWARE_HTTP_URL": runware.http_url,
+                "RUNWARE_TRANSPORT": transport,
+                **environ,
+            }
+        )
 
     return make
 
 
+def saved_pngs(settings: Settings) -> list[Path]:
+    return sorted(settings.output_dir.rglob("*.png"))
+
+
+def connections(runware: FakeRunwareAPI, transport: str) -> int:
+    return runware.connections if transport == "websocket" else runware.http_connections
+
+
 async def test_generate_image_returns_images_with_preview_link_seed_and_cost(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+    settings: Callable[..., Settings], runware: FakeRunwareAPI, transport: str
 ) -> None:
     messages: list[str] = []
 
@@ -63,17 +90,35 @@ async def test_generate_image_returns_images_with_preview_link_seed_and_cost(
     for step in ("connecting", "submitted", "received"):
         assert any(message.startswith(step) for message in messages), messages
 
-    # What Runware received: the catalog's AIR id, steps and CFG, and the seed the result reports.
-    first, second = runware.requests
+    # What Runware received: the catalog's AIR id, steps and CFG, one task per image with the seed it reports.
+    first, second, third = runware.requests
     assert (first["model"], first["steps"], first["CFGScale"]) == ("rundiffusion:130@100", 20, 7.5)
-    assert (first["numberResults"], first["seed"]) == (2, 10)
+    assert [(task["numberResults"], task["seed"]) for task in (first, second)] == [(1, 10), (1, 11)]
     (image,) = assert_image_result(unseeded, count=1)
-    assert second["seed"] == image["seed"] == (unseeded.structured_content or {})["parameters"]["seed"]
-    assert runware.connections == 1
+    assert third["seed"] == image["seed"] == (unseeded.structured_content or {})["parameters"]["seed"]
+    assert connections(runware, transport) <= 2
+
+
+async def test_two_images_from_the_largest_seed_report_seeds_that_reproduce_each_alone(
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
+) -> None:
+    async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
+        pair = assert_image_result(
+            await client.call_tool("generate_image", {"prompt": "a fox", "count": 2, "seed": MAX_SEED}), count=2
+        )
+        seeds = [image["seed"] for image in pair]
+        alone = [
+            assert_image_result(await client.call_tool("generate_image", {"prompt": "a fox", "seed": seed}), count=1)
+            for seed in seeds
+        ]
+    assert seeds == [MAX_SEED, 0]
+    assert [image["seed"] for (image,) in alone] == seeds
+    # Same seed, same image: Runware got the same seed for each image alone as within the pair.
+    assert [task["seed"] for task in runware.requests] == [MAX_SEED, MAX_SEED + 1, MAX_SEED, MAX_SEED + 1]
 
 
 async def test_sixteen_concurrent_calls_are_served_over_one_connection(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+    settings: Callable[..., Settings], runware: FakeRunwareAPI, transport: str
 ) -> None:
     runware.delay_s = 0.3
     results: list[CallToolResult] = []
@@ -81,7 +126,7 @@ async def test_sixteen_concurrent_calls_are_served_over_one_connection(
     async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
 
         async def call(index: int) -> None:
-            arguments = {"prompt": f"tile number {index}", "width": 256, "height": 256, "seed": index}
+            arguments = {"prompt": f"tile number {index}", "width": 256, "height": 256, "seed": index + 1}
             results.append(await client.call_tool("generate_image", arguments))
 
         async with anyio.create_task_group() as group:
@@ -91,13 +136,16 @@ async def test_sixteen_concurrent_calls_are_served_over_one_connection(
     assert len(results) == 16
     for result in results:
         assert_image_result(result, count=1)
-    assert runware.connections == 1
     assert runware.max_in_flight == 16
-    assert sorted(request["seed"] for request in runware.requests) == list(range(16))
+    assert sorted(request["seed"] for request in runware.requests) == list(range(1, 17))
+    if transport == "websocket":
+        assert runware.connections == 1
+    else:  # one pool of HTTP/1.1 connections, one call at a time on each
+        assert runware.http_connections <= 16
 
 
 async def test_a_dropped_connection_is_recovered_on_the_next_call(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+    settings: Callable[..., Settings], runware: FakeRunwareAPI, transport: str
 ) -> None:
     async with Client(build_server(settings(IMAGEGEN_FALLBACK="strict"), RUNWARE_ONLY)) as client:
         assert_image_result(await client.call_tool("generate_image", {"prompt": "before"}), count=1)
@@ -106,11 +154,11 @@ async def test_a_dropped_connection_is_recovered_on_the_next_call(
         after = await client.call_tool("generate_image", {"prompt": "after"})
     assert error["code"] == "provider_error" and error["retryable"] is True
     assert_image_result(after, count=1)
-    assert runware.connections == 2
+    assert connections(runware, transport) == 2
 
 
 async def test_a_rejected_key_falls_back_in_auto_mode_and_the_trace_shows_it(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
 ) -> None:
     runware.reject_key = True
     async with Client(build_server(settings(), WITH_FALLBACK)) as client:
@@ -135,7 +183,7 @@ async def test_a_rejected_key_falls_back_in_auto_mode_and_the_trace_shows_it(
 
 
 async def test_a_rejected_key_in_strict_mode_does_not_fall_back(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
 ) -> None:
     runware.reject_key = True
     async with Client(build_server(settings(), WITH_FALLBACK)) as client:
@@ -147,13 +195,35 @@ async def test_a_rejected_key_in_strict_mode_does_not_fall_back(
     assert DEFAULT_KEY not in text_of(result) and DEFAULT_KEY not in str(error)
 
 
-async def test_no_answer_in_time_is_a_provider_timeout_and_the_connection_stays_usable(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+async def test_a_retired_air_id_is_model_retired_naming_the_fix_and_auto_mode_falls_back(
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
 ) -> None:
-    runware.delay_s = 10
-    async with Client(
-        build_server(settings(IMAGEGEN_TIMEOUT_S="1", IMAGEGEN_FALLBACK="strict"), RUNWARE_ONLY)
-    ) as client:
+    retired = settings(IMAGEGEN_MODEL_IDS="runware:juggernaut_pro=rundiffusion:130@99")
+    async with Client(build_server(retired, WITH_FALLBACK)) as client:
+        strict = await client.call_tool("generate_image", {"prompt": "a red fox", "fallback": "strict"})
+        auto = await client.call_tool("generate_image", {"prompt": "a red fox"})
+    error = error_of(strict)
+    assert error["code"] == "model_retired"
+    assert "'rundiffusion:130@99'" in error["message"]
+    assert any('IMAGEGEN_MODEL_IDS="runware:juggernaut_pro=<current id>"' in step for step in error["remediation"])
+
+    assert_image_result(auto, count=1)
+    structured = auto.structured_content
+    assert structured is not None
+    assert structured["fell_back"] is True
+    retired_attempt, served = structured["attempts"]
+    assert (retired_attempt["provider"], retired_attempt["code"]) == ("runware", "model_retired")
+    assert "rundiffusion:130@99" in retired_attempt["reason"]
+    assert served["provider"] == "palette"
+    assert [task["model"] for task in runware.requests] == ["rundiffusion:130@99", "rundiffusion:130@99"]
+
+
+async def test_no_answer_in_time_is_a_provider_timeout_and_the_connection_stays_usable(
+    settings: Callable[..., Settings], runware: FakeRunwareAPI, transport: str
+) -> None:
+    runware.delay_s = 3
+    served = settings(IMAGEGEN_TIMEOUT_S="1", IMAGEGEN_FALLBACK="strict")
+    async with Client(build_server(served, RUNWARE_ONLY)) as client:
         started = time.perf_counter()
         error = error_of(await client.call_tool("generate_image", {"prompt": "slow"}))
         assert time.perf_counter() - started < 3
@@ -161,19 +231,22 @@ async def test_no_answer_in_time_is_a_provider_timeout_and_the_connection_stays_
         after = await client.call_tool("generate_image", {"prompt": "fast"})
     assert error["code"] == "provider_timeout" and error["retryable"] is True
     assert_image_result(after, count=1)
-    assert runware.connections == 1
+    assert len(saved_pngs(served)) == 1
+    if transport == "websocket":
+        assert runware.connections == 1
 
 
-async def test_a_call_the_client_gives_up_on_is_cancelled_and_the_connection_serves_the_next(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+async def test_a_call_the_client_gives_up_on_is_abandoned_nothing_is_saved_and_the_connection_serves_the_next(
+    settings: Callable[..., Settings], runware: FakeRunwareAPI, transport: str
 ) -> None:
+    served = settings()
     runware.delay_s = 1.0
-    async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
+    async with Client(build_server(served, RUNWARE_ONLY)) as client:
         with pytest.raises(MCPError, match="Timed out"):
             await client.call_tool("generate_image", {"prompt": "slow"}, read_timeout_seconds=0.3)
         runware.delay_s = 0
         assert_image_result(await client.call_tool("generate_image", {"prompt": "fast"}), count=1)
-        # Runware answers the abandoned task late; the answer is ignored and nothing is saved for it.
+        # Runware finishes the abandoned task late; its answer is dropped and nothing is saved for it.
         with anyio.fail_after(3):
             while runware.in_flight:
                 await anyio.sleep(0.02)
@@ -183,11 +256,17 @@ async def test_a_call_the_client_gives_up_on_is_cancelled_and_the_connection_ser
     assert [generation["parameters"]["seed"] for generation in json.loads(recent.text)] == [
         request["seed"] for request in reversed(runware.requests[1:])
     ]
-    assert runware.connections == 1
+    assert len(saved_pngs(served)) == 2
+    given_up = runware.tasks[runware.requests[0]["taskUUID"]]
+    assert given_up.status == "success"
+    if transport == "websocket":
+        assert runware.connections == 1
+    else:
+        assert runware.abandoned() == [given_up]
 
 
 async def test_a_parameter_runware_rejects_is_invalid_request_with_its_message_and_no_fallback(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+    settings: Callable[..., Settings],
 ) -> None:
     async with Client(build_server(settings(), WITH_FALLBACK)) as client:
         result = await client.call_tool("generate_image", {"prompt": "a " * 1600})
@@ -198,7 +277,7 @@ async def test_a_parameter_runware_rejects_is_invalid_request_with_its_message_a
 
 
 async def test_insufficient_credits_is_a_provider_error_with_remediation(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
 ) -> None:
     runware.insufficient_credits()
     async with Client(build_server(settings(), WITH_FALLBACK)) as client:
@@ -210,8 +289,9 @@ async def test_insufficient_credits_is_a_provider_error_with_remediation(
     assert [attempt["provider"] for attempt in error["attempts"]] == ["runware"]
 
 
+@pytest.mark.parametrize("transport", ["websocket"])  # REST keeps no connection open between calls
 async def test_server_shutdown_closes_the_connection(
-    settings: Callable[..., Settings], runware: FakeRunwareServer
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
 ) -> None:
     async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
         assert_image_result(await client.call_tool("generate_image", {"prompt": "a red fox"}), count=1)

@@ -1,35 +1,58 @@
-"""Runware: cloud inference over the ``runware`` SDK's WebSocket connection.
+"""Runware: cloud inference through ``runware-sdk``, Runware's current official SDK.
 
-One connection serves every generation. It is opened and authenticated by the first generation (nothing
-connects at start), shared by concurrent ones (the SDK matches answers to tasks by ``taskUUID``) and
-closed by :meth:`RunwareProvider.aclose`. When it closes for any reason it is discarded, and the next
-generation opens a fresh one.
+One client serves every generation. The first generation makes and connects it (nothing connects at start,
+and the SDK is imported only then); concurrent generations share it (over the WebSocket the SDK matches
+answers to tasks by ``taskUUID``, so they share one socket; over REST they share one HTTP connection pool);
+the next generation after a drop reconnects it; :meth:`RunwareProvider.aclose` closes it.
 
-Retries happen in one place only, the service's fallback plan. The SDK's public ``imageInference`` wraps
-each task in a retry loop of its own: after a drop it re-sends the task over a new socket (up to 10 times),
-a refused connection is retried with backoff for about 12 s, a rejected key costs three connections, and
-all of them end as a bare ``ConnectionError`` (a refused one's text blames the key); ``connect`` has no
-timeout at all.
-So this module connects and authenticates itself, under ``RUNWARE_CONNECT_TIMEOUT_S``, and submits each
-task once through the single attempt that loop wraps: every failure becomes one typed error that the
-service and the agent can act on.
+The client reaches the inference endpoint and nothing else:
+
+* every task names its ``taskType`` and its model by AIR id, so the SDK never asks Runware's schema registry
+  (``schemas.runware.ai``) what a model is, and client-side validation (which fetches schemas from there)
+  stays off;
+* ``deliveryMethod`` is ``sync``: the answer is the images, not an acknowledgement to poll ``getResponse``
+  with (the SDK's default, which polls from 1 s on, so no image would arrive sooner);
+* the SDK never retries or reconnects by itself (``max_retries=0``, ``max_reconnect_attempts=0``): the
+  service's fallback plan is the only retry, a drop fails the generations on it at once instead of leaving
+  them waiting on reconnects, and no task is sent (and billed) twice;
+* this module opens the WebSocket itself (the SDK's public ``ws_connect`` hook): it lifts websockets'
+  1 MiB message cap (one 1024x1024 PNG as base64 is larger) and offers permessage-deflate only when
+  ``RUNWARE_WS_COMPRESSION`` asks for it.
+
+Images come back as ``RUNWARE_OUTPUT`` says: ``url`` (Runware answers with a link to its image host, fetched
+here over the shared HTTP pool) or ``base64`` (inline in the answer). ``bench/README.md`` has the
+measurements behind the defaults.
+
+Each image is its own task (``numberResults`` 1) with its own seed, :meth:`GenerationRequest.seed_of`, all
+sent at once over the one connection: Runware documents a task's ``seed`` but not how a batch derives the
+seeds of its other images, so only this way does every reported seed reproduce its image alone. Runware's
+seeds start at 1, so seed 0 travels as ``MAX_SEED + 1`` and is reported back as 0.
+
+A cancelled generation (the client's cancel, a timeout) reaches the SDK as its cancel event, so the SDK
+ends the call itself and forgets the task; the connection stays as it was. Runware finishes (and bills) the
+task anyway: it has no way to stop one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.metadata
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import anyio
 from pydantic import Field, SecretStr
 
+from imagegen_mcp import __version__
 from imagegen_mcp.config import EnvSettings, Settings
 from imagegen_mcp.errors import (
     AuthenticationError,
     ContentBlockedError,
+    GenerationCancelledError,
     ImageGenError,
     InvalidRequestError,
     ProviderError,
@@ -39,6 +62,8 @@ from imagegen_mcp.errors import (
     redact,
 )
 from imagegen_mcp.providers.base import (
+    MAX_SEED,
+    GeneratedImage,
     GenerationRequest,
     ImageProvider,
     ModelConfig,
@@ -47,22 +72,59 @@ from imagegen_mcp.providers.base import (
     ProviderResult,
     Requirement,
     decode_base64_images,
-    sdk_requirement,
 )
 
+if TYPE_CHECKING:
+    import aiohttp
+    from runware import Runware, RunwareError
+    from websockets.asyncio.client import ClientConnection
+
 logger = logging.getLogger(__name__)
+#: The WebSocket's own logger. Never at DEBUG, where websockets logs every frame it sends, the one with the
+#: API key included (and formats megabytes of frames for it).
+socket_logger = logging.getLogger(f"{__name__}.websocket")
+socket_logger.setLevel(logging.INFO)
 
 DEFAULT_NEGATIVE_PROMPT = "worst quality, low quality, blurry"
 DEFAULT_URL = "wss://ws-api.runware.ai/v1"
+DEFAULT_HTTP_URL = "https://api.runware.ai/v1"
 KEYS_URL = "https://my.runware.ai/keys"
 WALLET_URL = "https://my.runware.ai/wallet"
-#: How long closing a connection may take at shutdown or after a drop (the SDK waits 1 s for the close).
+USER_AGENT = f"imagegen-mcp/{__version__}"
+#: The largest WebSocket message accepted (websockets' default, 1 MiB, is less than one 1024x1024 PNG as base64).
+MAX_MESSAGE_BYTES = 64 * 2**20
+#: The largest image fetched from Runware's image host.
+MAX_IMAGE_BYTES = 64 * 2**20
+#: How long closing the client may take at shutdown.
 CLOSE_TIMEOUT_S = 5.0
+#: Runware's seeds start at 1; seed 0 travels as this one.
+SEED_ZERO_ON_THE_WIRE = MAX_SEED + 1
+
+Transport = Literal["websocket", "rest"]
+Output = Literal["url", "base64"]
+OUTPUT_TYPES: dict[Output, str] = {"url": "URL", "base64": "base64Data"}
+T = TypeVar("T")
 
 
 class RunwareSettings(EnvSettings):
     api_key: SecretStr | None = Field(None, alias="RUNWARE_API_KEY")
+    transport: Transport = Field(
+        "websocket",
+        alias="RUNWARE_TRANSPORT",
+        description="'websocket' (one socket shared by every generation) or 'rest' (one HTTPS POST per image).",
+    )
     url: str = Field(DEFAULT_URL, alias="RUNWARE_URL", pattern=r"^wss?://")
+    http_url: str = Field(DEFAULT_HTTP_URL, alias="RUNWARE_HTTP_URL", pattern=r"^https?://")
+    output: Output = Field(
+        "url",
+        alias="RUNWARE_OUTPUT",
+        description="'url': images are fetched from Runware's image host; 'base64': they come inline in the answer.",
+    )
+    ws_compression: bool = Field(
+        False,
+        alias="RUNWARE_WS_COMPRESSION",
+        description="Offer permessage-deflate on the WebSocket.",
+    )
     connect_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -117,59 +179,102 @@ RUNWARE_MODELS = (
 )
 
 
-class _Connection:
-    """An SDK client whose WebSocket is open and authenticated. It is never reconnected in place."""
+@functools.cache
+def _installed(distribution: str) -> bool:
+    """Cached: installed packages do not change while the server runs (an install needs a restart anyway)."""
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.closed = False
-        self._watcher: asyncio.Task[None] | None = None
 
-    @property
-    def usable(self) -> bool:
-        return not self.closed and bool(self.client.connected())
+def runware_sdk_requirement() -> Requirement:
+    """``runware-sdk`` is installed. Checked by distribution: the old ``runware`` SDK has the same import name."""
+    steps = ["Install the Runware extra: pip install 'imagegen-mcp[runware]'"]
+    if _installed("runware"):
+        steps.insert(0, "Uninstall the old Runware SDK, which has the same import name: pip uninstall runware")
+    return Requirement(
+        met=_installed("runware-sdk"), reason="the runware-sdk package is not installed", steps=tuple(steps)
+    )
 
-    def watch(self, on_close: Callable[[], Awaitable[None]]) -> None:
-        """Call ``on_close`` as soon as the socket closes, whoever closes it and however.
 
-        The SDK notices a clean close from the server only through its 30 s ping timeout, and meanwhile
-        leaves the tasks sent over that socket waiting; closing the client fails them at once.
-        """
-        socket = self.client._ws
+def wire_seed(seed: int) -> int:
+    return seed or SEED_ZERO_ON_THE_WIRE
 
-        async def wait() -> None:
-            await socket.wait_closed()
-            await on_close()
 
-        self._watcher = asyncio.get_running_loop().create_task(wait(), name="runware-connection-watch")
+def reported_seed(seed: int) -> int | None:
+    """Our seed for a seed Runware reports; ``None`` when it is outside what a caller can pass back."""
+    if seed == SEED_ZERO_ON_THE_WIRE:
+        return 0
+    return seed if 0 < seed <= MAX_SEED else None
 
-    async def infer(self, task: Any) -> list[Any]:
-        """Submit one ``imageInference`` task and wait for all its images."""
-        # Checked with no await before the SDK's own check, so the SDK never reopens this client by itself.
-        if not self.usable:
-            raise ConnectionError("the Runware connection is closed")
-        # The single attempt that the SDK's public ``imageInference`` retries (see the module docstring).
-        images: list[Any] = await self.client._imageInference(task)
-        return images
+
+def is_air(model_id: str) -> bool:
+    """An AIR id (``source:model@version``), the form the SDK sends as it is: anything else it would try to
+    resolve through Runware's schema registry first."""
+    return ":" in model_id and "@" in model_id
+
+
+@dataclass(frozen=True)
+class _Answer:
+    image: GeneratedImage
+    cost: float | None
+    #: Said when Runware reports a seed a caller cannot pass back.
+    note: str | None
+
+
+class _Client:
+    """The SDK client, the HTTP pool it shares with image downloads, and the HTTP status its last WebSocket
+    handshake was refused with (the SDK reports a refusal as a bare connection failure)."""
+
+    def __init__(self, config: RunwareSettings, api_key: str) -> None:
+        import aiohttp
+        from runware import SDK_VERSION, RuntimeDependencies, Runware
+
+        self._compression = config.ws_compression
+        self._user_agent = f"{USER_AGENT} runware-python/{SDK_VERSION}"
+        self.refused_status: int | None = None
+        self.http = aiohttp.ClientSession()
+        self.sdk = Runware(
+            api_key=api_key,  # never empty (the SDK would read RUNWARE_API_KEY from the environment itself)
+            transport=config.transport,
+            ws_base_url=config.url,
+            http_base_url=config.http_url,
+            max_retries=0,
+            max_reconnect_attempts=0,
+            # Longer than RUNWARE_CONNECT_TIMEOUT_S, so a silent server is our timeout, not the SDK's ``auth``.
+            auth_timeout=int(config.connect_timeout_s * 1000) + 5000,
+            user_agent_prefix=USER_AGENT,
+            dependencies=RuntimeDependencies(session=self.http, ws_connect=self._ws_connect),
+        )
+
+    async def _ws_connect(self, url: str) -> ClientConnection:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidStatus
+
+        self.refused_status = None
+        try:
+            return await connect(
+                url,
+                max_size=MAX_MESSAGE_BYTES,
+                compression="deflate" if self._compression else None,
+                open_timeout=None,  # RUNWARE_CONNECT_TIMEOUT_S bounds the whole connect, authentication included
+                additional_headers={"User-Agent": self._user_agent},
+                logger=socket_logger,
+            )
+        except InvalidStatus as refused:
+            self.refused_status = refused.response.status_code
+            raise
 
     async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._watcher is not None and self._watcher is not asyncio.current_task():
-            self._watcher.cancel()
-        # Shielded: closing must finish even when the generation that found the connection dead is
-        # being cancelled. ``disconnect`` also fails the tasks still waiting on this connection.
+        # Shielded: closing must finish even while the task that closes is being cancelled.
         with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-            handler = self.client._message_handler_task
-            if handler is not None and not self.client.isWebsocketReadyState():
-                # After a drop the SDK's message handler runs its close handling, in which it cancels and
-                # awaits itself; a ``disconnect`` awaiting it meanwhile fails half-way. Let it finish first.
-                await asyncio.wait({handler})
             try:
-                await self.client.disconnect()
+                await self.sdk.close()
             except Exception:
-                logger.warning("closing the Runware connection failed", exc_info=True)
+                logger.warning("closing the Runware client failed", exc_info=True)
+            await self.http.close()
 
 
 class RunwareProvider(ImageProvider[RunwareModelConfig]):
@@ -184,7 +289,7 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.config = settings.provider_settings(RunwareSettings)
-        self._connection: _Connection | None = None
+        self._client: _Client | None = None
         self._connecting = anyio.Lock()
 
     def builtin_models(self) -> Sequence[RunwareModelConfig]:
@@ -192,7 +297,7 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
 
     def requirements(self) -> list[Requirement]:
         return [
-            sdk_requirement("runware", "runware", "runware"),
+            runware_sdk_requirement(),
             Requirement(
                 met=self.config.api_key is not None,
                 reason="RUNWARE_API_KEY is not set",
@@ -206,177 +311,307 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
     async def generate(
         self, request: GenerationRequest, model: RunwareModelConfig, progress: Progress
     ) -> ProviderResult:
-        from runware import IImageInference, RunwareAPIError
-
-        task = IImageInference(
-            taskUUID=str(uuid.uuid4()),
-            model=model.air,
-            positivePrompt=request.prompt,
-            negativePrompt=request.negative_prompt,
-            width=request.width,
-            height=request.height,
-            steps=request.steps,
-            CFGScale=request.guidance_scale,
-            seed=request.seed,
-            numberResults=request.count,
-            outputType="base64Data",
-            outputFormat="PNG",
-            includeCost=True,
-        )
-        connection = await self._connect(progress)
+        if not is_air(model.air):
+            raise self.retired_error(model, "it is not an AIR identifier of the form source:model@version")
+        client = await self._connect(progress)
+        seeds = [request.seed_of(index) for index in range(request.count)]
+        tasks = [self._task(request, model, seed) for seed in seeds]
         await progress.update(f"submitted to Runware ({request.count} image(s) with {model.air})", 0.1)
-        try:
-            results = await connection.infer(task)
-        except ConnectionError:
-            await self._discard(connection)
-            raise ProviderError(
-                "The connection to Runware was lost before the images arrived.",
-                retryable=True,
-                remediation=["Try again: the next request opens a new connection"],
-                details={"task_uuid": task.taskUUID},
-            ) from None
-        except RunwareAPIError as exc:
-            raise self._task_error(exc.error_data) from None
-        await progress.update(f"received {len(results)} image(s) from Runware", 0.95)
-        costs = [float(item.cost) for item in results if item.cost is not None]
-        images = await decode_base64_images(
-            self.info.name,
-            [
-                (item.imageBase64Data, "image/png", int(item.seed) if item.seed is not None else request.seed_of(index))
-                for index, item in enumerate(results)
-            ],
+        answers = await all_of(
+            [functools.partial(self._image, client, task, model, seed) for task, seed in zip(tasks, seeds, strict=True)]
         )
+        await progress.update(f"received {len(answers)} image(s) from Runware", 0.95)
+        costs = [answer.cost for answer in answers if answer.cost is not None]
         return ProviderResult(
-            images=images,
+            images=[answer.image for answer in answers],
             cost=sum(costs) if costs else None,
-            details={"air": model.air, "task_uuid": task.taskUUID},
+            adjustments=[answer.note for answer in answers if answer.note],
+            details={"air": model.air, "task_uuids": [task["taskUUID"] for task in tasks]},
         )
 
     async def aclose(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
-    # -- the shared connection ----------------------------------------------------------------------
+    # -- one image ----------------------------------------------------------------------------------
 
-    async def _connect(self, progress: Progress) -> _Connection:
-        """The open connection, opening one first when there is none (one opener at a time)."""
+    def _task(self, request: GenerationRequest, model: RunwareModelConfig, seed: int) -> dict[str, Any]:
+        task: dict[str, Any] = {
+            "taskType": "imageInference",
+            "taskUUID": str(uuid.uuid4()),
+            "deliveryMethod": "sync",
+            "model": model.air,
+            "positivePrompt": request.prompt,
+            "width": request.width,
+            "height": request.height,
+            "numberResults": 1,
+            "seed": wire_seed(seed),
+            "outputType": OUTPUT_TYPES[self.config.output],
+            "outputFormat": "PNG",
+            "includeCost": True,
+        }
+        optional = {
+            "negativePrompt": request.negative_prompt,
+            "steps": request.steps,
+            "CFGScale": request.guidance_scale,
+        }
+        return task | {name: value for name, value in optional.items() if value is not None}
+
+    async def _image(self, client: _Client, task: dict[str, Any], model: RunwareModelConfig, asked: int) -> _Answer:
+        """One task's image; ``asked`` is the seed it was asked for (``task`` has it as Runware takes it)."""
+        try:
+            items = await run_task(client.sdk, task)
+        except Exception as exc:
+            raise self._error(exc, client, model) from None
+        item = next((item for item in items if item.get("imageURL") or item.get("imageBase64Data")), None)
+        if item is None:
+            raise ProviderError(
+                "Runware answered without an image.",
+                retryable=True,
+                remediation=["Try again"],
+                details={"task_uuid": task["taskUUID"]},
+            )
+        reported = item.get("seed")
+        seed = reported_seed(reported) if isinstance(reported, int) else asked
+        note = None
+        if seed is None:
+            note = f"Runware reports seed {reported} for an image; seed {asked} was asked for and is the one reported"
+            seed = asked
+        if "imageBase64Data" in item:
+            (image,) = await decode_base64_images(self.info.name, [(str(item["imageBase64Data"]), "image/png", seed)])
+        else:
+            image = GeneratedImage(await self._download(client, str(item["imageURL"])), "image/png", seed)
+        cost = item.get("cost")
+        return _Answer(image, float(cost) if isinstance(cost, int | float) else None, note)
+
+    async def _download(self, client: _Client, url: str) -> bytes:
+        import aiohttp
+
+        fix = [
+            "Try again; this machine must reach Runware's image host (im.runware.ai)",
+            "Or set RUNWARE_OUTPUT=base64 to receive images inside Runware's answer",
+        ]
+        if not url.startswith(("https://", "http://")):
+            raise ProviderError(f"Runware answered with an image link that is not HTTP(S): {url!r}.", remediation=fix)
+        # Bounded like the connection to Runware: an unreachable image host fails fast instead of stalling.
+        limit = self.config.connect_timeout_s
+        try:
+            async with client.http.get(
+                url, timeout=aiohttp.ClientTimeout(sock_connect=limit, sock_read=limit)
+            ) as response:
+                if response.status != 200:
+                    raise ProviderError(
+                        f"Runware's image host answered HTTP {response.status} for {url}.",
+                        retryable=True,
+                        remediation=fix,
+                    )
+                return await _read_capped(response, MAX_IMAGE_BYTES)
+        except aiohttp.ClientError as exc:
+            raise ProviderError(
+                f"Could not fetch the image from {url}: {str(exc) or type(exc).__name__}.",
+                retryable=True,
+                remediation=fix,
+            ) from None
+
+    # -- the shared client --------------------------------------------------------------------------
+
+    async def _connect(self, progress: Progress) -> _Client:
+        """The connected client, connecting it first when it is not (one connector at a time)."""
         async with self._connecting:
-            connection = self._connection
-            if connection is not None and connection.usable:
-                return connection
-            if connection is not None:
-                await self._discard(connection)
-            await progress.update("connecting to Runware", 0.05)
-            self._connection = await self._open()
-            return self._connection
+            client = self._client
+            if client is None or not client.sdk.is_connected:  # over REST: until the first generation
+                if client is None:
+                    if self.config.api_key is None:
+                        raise ProviderUnavailableError("RUNWARE_API_KEY is not set", remediation=self.check().steps)
+                    client = self._client = _Client(self.config, self.config.api_key.get_secret_value())
+                await progress.update("connecting to Runware", 0.05)
+                await self._open(client)
+            return client
 
-    async def _open(self) -> _Connection:
-        if self.config.api_key is None:
-            raise ProviderUnavailableError("RUNWARE_API_KEY is not set", remediation=self.check().steps)
-        from runware import Runware
-
-        # CRITICAL only: at DEBUG the SDK logs every message it sends, the authentication with the key too.
-        client = Runware(
-            api_key=self.config.api_key.get_secret_value(), url=self.config.url, log_level=logging.CRITICAL
-        )
-        connection = _Connection(client)
+    async def _open(self, client: _Client) -> None:
         try:
             with anyio.fail_after(self.config.connect_timeout_s):
-                await client.connect()
-            rejection = client._invalidAPIkey
-            if rejection:
-                raise AuthenticationError(
-                    f"Runware rejected the API key: {self._redact(str(rejection))}",
-                    remediation=[
-                        "Check RUNWARE_API_KEY in the server's environment (the 'env' block of your MCP "
-                        "client config): it must be a current key of your Runware account",
-                        f"Create or copy a key at {KEYS_URL}",
-                    ],
-                )
-            if not client.connected():
-                raise ConnectionError("the connection closed during authentication")
+                await client.sdk.connect()  # WebSocket: open and authenticate; REST: nothing to open yet
         except BaseException as exc:
-            await connection.close()
-            error = self._connection_error(exc)
-            if error is None:
+            # Replaced, not reused: the SDK's ``close`` works once only, and the next attempt starts clean.
+            self._client = None
+            await client.close()
+            error = self._error(exc, client, None)
+            if error is exc:
                 raise
             raise error from None
-        connection.watch(lambda: self._discard(connection))
-        logger.info("connected to Runware at %s", self.config.url)
-        return connection
-
-    async def _discard(self, connection: _Connection) -> None:
-        if self._connection is connection:
-            self._connection = None
-            logger.warning("the Runware connection closed; the next request opens a new one")
-        await connection.close()
+        logger.info("connected to Runware at %s", self._endpoint)
 
     # -- errors -------------------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
         return redact(text, self.settings.secrets())
 
-    def _connection_error(self, exc: BaseException) -> ImageGenError | None:
-        """What the service sees when the connection could not be opened; ``None``: let ``exc`` through."""
-        from websockets.exceptions import InvalidStatus, WebSocketException
+    def _error(self, exc: BaseException, client: _Client, model: RunwareModelConfig | None) -> BaseException:
+        """What the service sees for an exception from connecting or running a task (``exc`` itself when it is
+        none of the SDK's, the network's or ours)."""
+        import aiohttp
+        from runware import RunwareError
 
         if isinstance(exc, ImageGenError):
             return exc
-        url = self.config.url
-        check_url = f"Check your network and RUNWARE_URL (now {url})"
-        if isinstance(exc, TimeoutError):  # before OSError, of which it is a subclass
+        if isinstance(exc, RunwareError):
+            return self._runware_error(exc, client, model)
+        if isinstance(exc, TimeoutError):  # our connect deadline; before OSError, of which it is a subclass
             return ProviderTimeoutError(
-                f"Runware at {url} did not complete the connection and authentication within "
+                f"Runware at {self._endpoint} did not complete the connection within "
                 f"{self.config.connect_timeout_s:g} s.",
-                remediation=[check_url, "Raise RUNWARE_CONNECT_TIMEOUT_S if the network is just slow"],
+                remediation=[self._check_endpoint, "Raise RUNWARE_CONNECT_TIMEOUT_S if the network is just slow"],
             )
-        if isinstance(exc, InvalidStatus):
-            status = exc.response.status_code
-            refused = f"Runware at {url} refused the WebSocket connection with HTTP {status}."
-            if status in (401, 403):
-                return AuthenticationError(refused, remediation=[f"Check RUNWARE_API_KEY; keys are at {KEYS_URL}"])
-            if status == 429:
-                return RateLimitedError(refused, remediation=["Wait a moment and try again"])
-            return ProviderError(refused, retryable=status >= 500, remediation=[check_url, "Try again later"])
-        if isinstance(exc, OSError | WebSocketException):  # ConnectionError is an OSError
+        if isinstance(exc, aiohttp.ClientError | OSError):  # over REST the SDK lets the network's errors through
             return ProviderError(
-                f"Could not connect to Runware at {url}: {self._redact(str(exc) or type(exc).__name__)}.",
+                f"Could not reach Runware at {self._endpoint}: {self._redact(str(exc) or type(exc).__name__)}.",
                 retryable=True,
-                remediation=[check_url, "Try again in a moment"],
+                remediation=[self._check_endpoint, "Try again in a moment"],
             )
-        return None
+        return exc
 
-    def _task_error(self, error: Mapping[str, Any]) -> ImageGenError:
-        """Map an error object Runware returned for a task (``code``, ``message``, ``parameter``, ...)."""
-        code = str(error.get("code") or "")
-        message = self._redact(str(error.get("message") or code or "unknown error"))
-        details = {name: error[name] for name in ("code", "parameter", "taskUUID") if error.get(name)}
-        text = f"Runware: {message}"
-        kind = code.lower()
-        if "apikey" in kind or kind in ("unauthorized", "forbidden"):
-            return AuthenticationError(
-                text, remediation=[f"Check RUNWARE_API_KEY; keys are at {KEYS_URL}"], details=details
-            )
-        if "credit" in kind or "balance" in kind:
-            return ProviderError(
-                text,
-                retryable=False,
-                remediation=[
-                    f"Add credits to the Runware account at {WALLET_URL}",
-                    "Or choose another provider or model (see list_providers)",
-                ],
-                details=details,
-            )
-        if "ratelimit" in kind or "toomany" in kind:
+    @property
+    def _endpoint(self) -> str:
+        return self.config.url if self.config.transport == "websocket" else self.config.http_url
+
+    @property
+    def _check_endpoint(self) -> str:
+        variable = "RUNWARE_URL" if self.config.transport == "websocket" else "RUNWARE_HTTP_URL"
+        return f"Check your network and {variable} (now {self._endpoint})"
+
+    def _runware_error(self, exc: RunwareError, client: _Client, model: RunwareModelConfig | None) -> ImageGenError:
+        text = f"Runware: {self._redact(exc.message)}"
+        details: dict[str, Any] = {"sdk_code": exc.code}
+        details |= {
+            name: value for name, value in (("parameter", exc.parameter), ("task_uuid", exc.task_uuid)) if value
+        }
+        status = exc.status_code if exc.status_code is not None else client.refused_status
+        if status is not None:
+            details["http_status"] = status
+        match exc.code:
+            case "auth":
+                return self._auth_error(text, details)
+            case "quota":
+                return self._credits_error(text, details)
+            case "rateLimit":
+                return RateLimitedError(
+                    text, retry_after_s=exc.retry_after, remediation=["Wait a moment and try again"], details=details
+                )
+            case "safety":
+                return ContentBlockedError(
+                    text, remediation=["Rephrase the prompt; Runware's content checks refused it"], details=details
+                )
+            case "timeout":
+                return ProviderTimeoutError(text, remediation=["Try again"], details=details)
+            case "validation" | "notFound" if exc.parameter == "model" and model is not None:
+                return self.retired_error(model, text)
+            case "validation":
+                fix = f"Change '{exc.parameter}' as the message says" if exc.parameter else "Change the request"
+                return InvalidRequestError(text, remediation=[fix], details=details)
+            case "aborted":
+                return GenerationCancelledError("The Runware task was cancelled.", details=details)
+            case "connection" if status is None:
+                return ProviderError(
+                    f"The connection to Runware at {self._endpoint} failed or was lost ({text}).",
+                    retryable=True,
+                    remediation=[self._check_endpoint, "Try again: the next request opens a new connection"],
+                    details=details,
+                )
+            case "provider" | "serverError":
+                return ProviderError(text, retryable=True, remediation=["Try again in a moment"], details=details)
+        # ``connection`` refused with an HTTP status, ``notFound`` of a task, and ``unknown``: the SDK keeps
+        # no code of Runware's for those (a provider timeout, ``timeoutProvider``, is one), only the status.
+        return self._status_error(text, status, details)
+
+    def _status_error(self, text: str, status: int | None, details: dict[str, Any]) -> ImageGenError:
+        if status is not None:
+            text = f"{text} (HTTP {status})"
+        if status in (401, 403):
+            return self._auth_error(text, details)
+        if status == 402:
+            return self._credits_error(text, details)
+        if status in (408, 429):
             return RateLimitedError(text, remediation=["Wait a moment and try again"], details=details)
-        if "timeout" in kind:
-            return ProviderTimeoutError(text, remediation=["Try again"], details=details)
-        if any(word in kind for word in ("nsfw", "safety", "moderation")):
-            return ContentBlockedError(text, remediation=["Rephrase the prompt"], details=details)
-        if kind.startswith(("invalid", "missing", "unsupported")) or error.get("parameter"):
-            parameter = error.get("parameter")
-            fix = f"Change '{parameter}' as the message says" if parameter else "Change the request"
-            return InvalidRequestError(text, remediation=[fix], details=details)
-        retryable = any(word in kind for word in ("internal", "unavailable", "server"))
-        return ProviderError(text, retryable=retryable, remediation=["Try again later"], details=details)
+        retryable = status is not None and status >= 500
+        return ProviderError(
+            text, retryable=retryable, remediation=[self._check_endpoint, "Try again later"], details=details
+        )
+
+    @staticmethod
+    def _auth_error(text: str, details: dict[str, Any]) -> AuthenticationError:
+        return AuthenticationError(
+            text,
+            remediation=[
+                "Check RUNWARE_API_KEY in the server's environment (the 'env' block of your MCP client config): "
+                "it must be a current key of your Runware account",
+                f"Create or copy a key at {KEYS_URL}",
+            ],
+            details=details,
+        )
+
+    @staticmethod
+    def _credits_error(text: str, details: dict[str, Any]) -> ProviderError:
+        return ProviderError(
+            text,
+            retryable=False,
+            remediation=[
+                f"Add credits to the Runware account at {WALLET_URL}",
+                "Or choose another provider or model (see list_providers)",
+            ],
+            details=details,
+        )
+
+
+async def run_task(sdk: Runware, task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run one task. A cancellation of the caller reaches the SDK as its cancel event: the SDK ends the call
+    at its own checkpoint (it stops waiting and forgets the task) instead of at whatever it was awaiting."""
+    from runware import RunOptions
+
+    cancel = asyncio.Event()
+    call = asyncio.ensure_future(sdk.run(task, RunOptions(cancel_event=cancel)))
+    try:
+        return await asyncio.shield(call)
+    except anyio.get_cancelled_exc_class():
+        cancel.set()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({call})
+        if not call.cancelled():
+            call.exception()  # ``aborted`` (or an answer that came meanwhile): this generation is cancelled anyway
+        raise
+
+
+async def all_of(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Every call's result, run concurrently; the first failure cancels the others and is raised as it is."""
+    results: dict[int, T] = {}
+    failure: list[Exception] = []
+
+    async def one(index: int, call: Callable[[], Awaitable[T]]) -> None:
+        try:
+            results[index] = await call()
+        except Exception as exc:
+            failure.append(exc)
+            group.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        for index, call in enumerate(calls):
+            group.start_soon(one, index, call)
+    if failure:
+        raise failure[0]
+    return [results[index] for index in range(len(calls))]
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    if (response.content_length or 0) > limit:
+        raise ProviderError(f"Runware's image is larger than {limit} bytes.", remediation=["Ask for a smaller image"])
+    chunks = []
+    size = 0
+    async for chunk in response.content.iter_chunked(2**20):
+        size += len(chunk)
+        if size > limit:
+            raise ProviderError(
+                f"Runware's image is larger than {limit} bytes.", remediation=["Ask for a smaller image"]
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
