@@ -5,8 +5,10 @@ API documents: candidates whose ``content.parts`` hold ``text`` and ``inlineData
 ``finishReason``, ``promptFeedback.blockReason``, ``usageMetadata``, and errors as
 ``{"error": {"code", "message", "status", "details": [...]}}`` with ``google.rpc`` detail types
 (``ErrorInfo``, ``RetryInfo``, ``QuotaFailure``). Like the real service, it checks the
-``x-goog-api-key`` header against the keys it was given, and it makes images whose pixel size follows
-the requested ``imageConfig.aspectRatio`` (and ``imageSize``).
+``x-goog-api-key`` header against the keys it was given, serves only the image models Google serves today
+(any other model name gets the API's ``404 NOT_FOUND``), rejects an ``imageConfig`` the model does not take
+(an unknown ``imageSize`` tier, a ratio the model lacks) with ``400 INVALID_ARGUMENT``, and makes images of
+the pixel size the requested ``aspectRatio`` and ``imageSize`` give (Google's size tables).
 
 Tests tell it how to answer with :meth:`FakeGeminiServer.on` (per model and/or per prompt substring) and
 read what it received from :attr:`FakeGeminiServer.requests`. It runs in a background thread, so the
@@ -19,9 +21,10 @@ import base64
 import io
 import json
 import re
+import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -29,26 +32,33 @@ from typing import Any
 
 from PIL import Image
 
+from imagegen_mcp.providers.gemini import output_size
+
 #: The key the tests configure; the fake accepts it and rejects every other one.
 GEMINI_KEY = "dummy-key-123"
 
 ROUTE = re.compile(r"^/v1beta/models/(?P<model>[A-Za-z0-9._-]+):generateContent$")
 GOOGLE_RPC = "type.googleapis.com/google.rpc."
 
-#: Output sizes of Gemini 2.5 Flash Image per aspect ratio (Google's table); ``2K``/``4K`` double/quadruple.
-SIZES_1K = {
-    "1:1": (1024, 1024),
-    "2:3": (832, 1248),
-    "3:2": (1248, 832),
-    "3:4": (864, 1184),
-    "4:3": (1184, 864),
-    "4:5": (896, 1152),
-    "5:4": (1152, 896),
-    "9:16": (768, 1344),
-    "16:9": (1344, 768),
-    "21:9": (1536, 672),
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the API accepts in ``imageConfig`` for one model."""
+
+    image_sizes: frozenset[str]
+    aspect_ratios: frozenset[str]
+    #: Input images one request may carry (the image to edit and references).
+    max_input_images: int = 14
+
+
+_RATIOS = frozenset({"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"})
+_EXTREME_RATIOS = frozenset({"1:4", "4:1", "1:8", "8:1"})
+#: The image models the Gemini API serves, with the tiers and ratios each one takes.
+SERVED_MODELS = {
+    "gemini-nano-banana-2.1": ServedModel(frozenset({"1K", "2K", "4K"}), _RATIOS | _EXTREME_RATIOS),
+    "gemini-3.1-flash-image": ServedModel(frozenset({"512", "1K", "2K", "4K"}), _RATIOS | _EXTREME_RATIOS),
+    "gemini-3-pro-image": ServedModel(frozenset({"1K", "2K", "4K"}), _RATIOS),
 }
-TIER_SCALE = {"1K": 1, "2K": 2, "4K": 4}
 
 
 # -- what the server can be told to answer ---------------------------------------------------------
@@ -141,7 +151,7 @@ def permission_denied() -> ErrorReply:
     )
 
 
-def quota_exhausted(model: str = "gemini-2.5-flash-image", retry_delay: str = "17s") -> ErrorReply:
+def quota_exhausted(model: str = "gemini-nano-banana-2.1", retry_delay: str = "17s") -> ErrorReply:
     """429 as the free tier answers for image models, whose free quota is 0."""
     metric = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
     return ErrorReply(
@@ -180,7 +190,44 @@ def unavailable() -> ErrorReply:
     return ErrorReply(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
 
 
+def model_not_found(model: str) -> ErrorReply:
+    """The API's answer for a model name it does not serve (never existed, or shut down)."""
+    return ErrorReply(
+        404,
+        "NOT_FOUND",
+        f"models/{model} is not found for API version v1beta, or is not supported for generateContent. Call "
+        "ListModels to see the list of available models and their supported methods.",
+    )
+
+
+def invalid_image_config(served: ServedModel, model: str, image_config: dict[str, Any]) -> ErrorReply | None:
+    """400 for an ``imageConfig`` that ``model`` (served as ``served``) does not take, else ``None``."""
+    size, ratio = image_config.get("imageSize"), image_config.get("aspectRatio")
+    if size is not None and size not in served.image_sizes:
+        supported = ", ".join(sorted(served.image_sizes))
+        return ErrorReply(
+            400, "INVALID_ARGUMENT", f"Unsupported image size {size!r} for {model}; use one of {supported}."
+        )
+    if ratio is not None and ratio not in served.aspect_ratios:
+        return ErrorReply(400, "INVALID_ARGUMENT", f"Unsupported aspect ratio {ratio!r} for {model}.")
+    return None
+
+
 # -- the server --------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer (a cancelled call) is normal; anything else is reported."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def _proto_bytes(text: str) -> bytes:
+    """A bytes field as proto3 JSON writes it: base64, standard or URL-safe, padded or not."""
+    return base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True)
@@ -192,6 +239,17 @@ class RecordedRequest:
     @property
     def prompt(self) -> str:
         return "".join(part.get("text", "") for part in self.body["contents"][0]["parts"])
+
+    @property
+    def images(self) -> list[tuple[str, bytes]]:
+        """The input images, in order, as (MIME type, bytes). Like the API (proto3 JSON), it takes the fields'
+        camelCase and snake_case names alike."""
+        blobs = [part.get("inlineData", part.get("inline_data")) for part in self.body["contents"][0]["parts"]]
+        return [
+            (blob.get("mimeType", blob.get("mime_type")), _proto_bytes(blob["data"]))
+            for blob in blobs
+            if blob is not None
+        ]
 
     @property
     def generation_config(self) -> dict[str, Any]:
@@ -227,12 +285,13 @@ class _State:
 class FakeGeminiServer:
     """``with FakeGeminiServer(api_keys={"k"}) as api: ... api.url ...``; answers images unless told otherwise."""
 
-    def __init__(self, api_keys: Iterable[str] = ()) -> None:
+    def __init__(self, api_keys: Iterable[str] = (), served: Mapping[str, ServedModel] = SERVED_MODELS) -> None:
+        """``served``: the model ids it answers (others get 404), e.g. a newer id a user configures."""
         self.api_keys = frozenset(api_keys)
+        self.served = dict(served)
         self._state = _State()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         # A short poll interval keeps shutdown (which waits for the next poll) quick between tests.
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-gemini", daemon=True
@@ -283,16 +342,30 @@ class FakeGeminiServer:
             self._state.in_flight += 1
             self._state.max_in_flight = max(self._state.max_in_flight, self._state.in_flight)
         try:
-            if api_key is None:
-                reply = permission_denied()
-            elif self.api_keys and api_key not in self.api_keys:
-                reply = api_key_invalid()
+            reply = self._refusal(model, api_key, request) or reply
             if isinstance(reply, ImageReply) and reply.delay_s:
                 time.sleep(reply.delay_s)
             return _render(reply, request)
         finally:
             with self._lock:
                 self._state.in_flight -= 1
+
+    def _refusal(self, model: str, api_key: str | None, request: RecordedRequest) -> ErrorReply | None:
+        """What the API answers before the model runs, in the API's order: the key, the model, the request."""
+        if api_key is None:
+            return permission_denied()
+        if self.api_keys and api_key not in self.api_keys:
+            return api_key_invalid()
+        if model not in self.served:
+            return model_not_found(model)
+        served = self.served[model]
+        if len(request.images) > served.max_input_images:
+            return ErrorReply(
+                400,
+                "INVALID_ARGUMENT",
+                f"Too many images: {len(request.images)}; {model} takes at most {served.max_input_images}.",
+            )
+        return invalid_image_config(served, model, request.image_config)
 
 
 def _usage(output_tokens: int) -> dict[str, Any]:
@@ -315,7 +388,7 @@ def _render(reply: Reply, request: RecordedRequest) -> tuple[int, dict[str, Any]
         parts: list[dict[str, Any]] = [{"text": reply.text}]
         candidate = {"content": {"role": "model", "parts": parts}, "finishReason": reply.finish_reason, "index": 0}
         return 200, {"candidates": [candidate], "usageMetadata": _usage(20), **envelope}
-    width, height = _size_for(request.image_config)
+    width, height = output_size(request.image_config.get("aspectRatio", "1:1"), request.image_config.get("imageSize"))
     parts = [{"text": reply.text}] if reply.text else []
     if reply.with_thought_image:
         parts.append({"inlineData": _inline(_png(64, 64, (0, 0, 0))), "thought": True})
@@ -330,12 +403,6 @@ def _error_body(reply: ErrorReply) -> dict[str, Any]:
     if reply.details:
         error["details"] = list(reply.details)
     return {"error": error}
-
-
-def _size_for(image_config: dict[str, Any]) -> tuple[int, int]:
-    width, height = SIZES_1K.get(image_config.get("aspectRatio", "1:1"), SIZES_1K["1:1"])
-    scale = TIER_SCALE.get(image_config.get("imageSize", "1K"), 1)
-    return width * scale, height * scale
 
 
 def _png(width: int, height: int, color: tuple[int, int, int]) -> bytes:

@@ -1,9 +1,10 @@
-"""Google Gemini image models through ``google-genai``.
+"""Google Gemini image models ("Nano Banana") through ``google-genai``.
 
-Gemini sizes images by aspect ratio (and, for some models, a resolution tier), not by pixels: the
-request's aspect ratio, or else its width/height, is mapped to the nearest ratio the model accepts, and
-the mapping is reported in the result. The image models make one image per call, so ``count`` images are
-that many concurrent calls.
+Gemini sizes images by aspect ratio and a resolution tier (``imageConfig.imageSize``), not by pixels: the
+request's aspect ratio, or else its width/height, is mapped to the nearest ratio the model accepts, and the
+requested size to the smallest tier whose image at that ratio covers it. The mapping, and what it costs where
+Google publishes a price per image, are reported in the result. The image models make one image per call, so
+``count`` images are that many concurrent calls.
 
 Retries happen in one place only: the SDK's own retry loop is set to a single attempt, and the error this
 module raises tells the service (fallback) and the agent (``retryable``, ``retry_after_s``) what to do.
@@ -11,17 +12,15 @@ module raises tells the service (fallback) and the agent (``retryable``, ``retry
 
 from __future__ import annotations
 
-import io
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
-from PIL import Image
 from pydantic import Field, SecretStr, model_validator
 
 from imagegen_mcp.config import EnvSettings, Settings
@@ -36,12 +35,14 @@ from imagegen_mcp.errors import (
 from imagegen_mcp.providers.base import (
     GeneratedImage,
     GenerationRequest,
+    ImageInputs,
     ImageProvider,
     ModelConfig,
     Progress,
     ProviderInfo,
     ProviderResult,
     Requirement,
+    RetiredModel,
     sdk_requirement,
 )
 
@@ -50,10 +51,47 @@ if TYPE_CHECKING:
     from google.genai.errors import APIError
     from google.genai.types import GenerateContentResponse
 
-#: The aspect ratios the Gemini image models accept. Order breaks ties when mapping a size to a ratio.
-GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-#: Resolution tiers (``imageConfig.imageSize``) and the longest side, in pixels, each one stands for.
-GEMINI_IMAGE_SIZES = {"1K": 1024, "2K": 2048, "4K": 4096}
+#: The aspect ratios of the Gemini image models, in the order that breaks ties when a size is mapped to one.
+GEMINI_ASPECT_RATIOS = (
+    "1:1",
+    "2:3",
+    "3:2",
+    "3:4",
+    "4:3",
+    "4:5",
+    "5:4",
+    "9:16",
+    "16:9",
+    "21:9",
+    "1:4",
+    "4:1",
+    "1:8",
+    "8:1",
+)
+#: The ten ratios every Gemini image model takes; Gemini 3 Pro Image has only these (no 1:4, 4:1, 1:8, 8:1).
+STANDARD_ASPECT_RATIOS = GEMINI_ASPECT_RATIOS[:10]
+#: Pixel sizes of the 1K tier per aspect ratio, as Google's image generation guide lists them.
+SIZES_1K = {
+    "1:1": (1024, 1024),
+    "2:3": (848, 1264),
+    "3:2": (1264, 848),
+    "3:4": (896, 1200),
+    "4:3": (1200, 896),
+    "4:5": (928, 1152),
+    "5:4": (1152, 928),
+    "9:16": (768, 1376),
+    "16:9": (1376, 768),
+    "21:9": (1584, 672),
+    "1:4": (512, 2048),
+    "4:1": (2048, 512),
+    "1:8": (384, 3072),
+    "8:1": (3072, 384),
+}
+#: Resolution tiers, spelled as ``imageConfig.imageSize`` takes them (``512`` has no K; the K is uppercase), and
+#: their scale of the 1K sizes.
+GEMINI_IMAGE_SIZES = {"512": 0.5, "1K": 1.0, "2K": 2.0, "4K": 4.0}
+#: The tier the API uses when a request names none.
+DEFAULT_IMAGE_SIZE = "1K"
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
 #: Image output (``imageConfig``) is documented for v1beta; pinning it also ignores GOOGLE_GENAI_API_VERSION.
@@ -101,7 +139,7 @@ class GeminiSettings(EnvSettings):
 class GeminiModelConfig(ModelConfig):
     vendor_id_field: ClassVar[str | None] = "api_model"
 
-    api_model: str = Field(description="The model name the Gemini API knows, e.g. 'gemini-2.5-flash-image'.")
+    api_model: str = Field(description="The model name the Gemini API knows, e.g. 'gemini-3.1-flash-image'.")
     default_steps: int | None = None
     default_guidance: float | None = None
     supports_negative_prompt: bool = False
@@ -109,6 +147,10 @@ class GeminiModelConfig(ModelConfig):
     aspect_ratios: tuple[str, ...] = GEMINI_ASPECT_RATIOS
     #: The resolution tiers the model accepts; empty for models with a single, implicit one.
     image_sizes: tuple[str, ...] = ()
+    #: US dollars per generated image, by tier, where Google publishes it; a tier left out has no known price.
+    price_per_image: dict[str, float] = Field(default_factory=dict)
+    #: Edits by instruction; the API takes up to 14 input images a request: the one to edit and 13 references.
+    inputs: ImageInputs = ImageInputs(instruction_edit=True, max_reference_images=13)
 
     @model_validator(mode="after")
     def _options_known(self) -> GeminiModelConfig:
@@ -119,28 +161,62 @@ class GeminiModelConfig(ModelConfig):
             raise ValueError(f"unsupported aspect ratios or image sizes: {sorted(unknown)}")
         if not self.aspect_ratios:
             raise ValueError("a Gemini model needs at least one aspect ratio")
+        stray_prices = set(self.price_per_image) - set(self.image_sizes)
+        if stray_prices:
+            raise ValueError(f"prices for tiers the model does not take: {sorted(stray_prices)}")
         return self
 
 
 GEMINI_MODELS = (
     GeminiModelConfig(
-        key="gemini_flash_image",
-        display_name="Gemini 2.5 Flash Image",
-        description="Fast image generation from Gemini; follows long prompts well. About 1 megapixel "
-        "(1024x1024 at 1:1, 1344x768 at 16:9).",
-        api_model="gemini-2.5-flash-image",
-        max_resolution=1536,
-    ),
-    GeminiModelConfig(
-        key="gemini_pro_image",
-        display_name="Gemini 3 Pro Image (preview)",
-        description="Gemini's highest-quality image model: legible text, complex layouts; slower, pricier. "
-        "Resolution tiers 1K, 2K and 4K, chosen from the requested size.",
-        api_model="gemini-3-pro-image-preview",
+        key="gemini_nano_banana_2_1",
+        display_name="Nano Banana 2.1",
+        description="Google's current fast image model, the successor of Nano Banana 2: legible text, close "
+        "prompt following, consistent characters. Tiers 1K, 2K and 4K, chosen from the requested size; aspect "
+        "ratios from 1:8 to 8:1.",
+        api_model="gemini-nano-banana-2.1",
         max_resolution=4096,
         image_sizes=("1K", "2K", "4K"),
     ),
+    GeminiModelConfig(
+        key="gemini_3_1_flash_image",
+        display_name="Nano Banana 2 (Gemini 3.1 Flash Image)",
+        description="Fast, inexpensive image generation; the only Gemini model with the 512 tier (small drafts "
+        "at $0.045). Tiers 512, 1K, 2K and 4K, chosen from the requested size; aspect ratios from 1:8 to 8:1. "
+        "Google has deprecated it in favour of Nano Banana 2.1.",
+        api_model="gemini-3.1-flash-image",
+        max_resolution=4096,
+        image_sizes=("512", "1K", "2K", "4K"),
+        price_per_image={"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151},
+    ),
+    GeminiModelConfig(
+        key="gemini_3_pro_image",
+        display_name="Nano Banana Pro (Gemini 3 Pro Image)",
+        description="Gemini's highest-quality image model: legible text, complex layouts; slower, pricier. "
+        "Tiers 1K, 2K and 4K, chosen from the requested size; aspect ratios from 9:16 to 21:9.",
+        api_model="gemini-3-pro-image",
+        max_resolution=4096,
+        aspect_ratios=STANDARD_ASPECT_RATIOS,
+        image_sizes=("1K", "2K", "4K"),
+        price_per_image={"1K": 0.134, "2K": 0.134, "4K": 0.24},
+    ),
 )
+
+_FLASH_SHUT_DOWN = RetiredModel("gemini_nano_banana_2_1", "Google shut gemini-2.5-flash-image down on 2 October 2026")
+_FLASH_PREVIEW_SHUT_DOWN = RetiredModel(
+    "gemini_3_1_flash_image", "Google shut gemini-3.1-flash-image-preview down on 25 June 2026"
+)
+_PRO_PREVIEW_SHUT_DOWN = RetiredModel(
+    "gemini_3_pro_image", "Google shut gemini-3-pro-image-preview down on 25 June 2026"
+)
+#: Names of models Google no longer serves (the catalog keys and vendor ids they had), with their successors.
+RETIRED_MODELS: Mapping[str, RetiredModel] = {
+    "gemini_flash_image": _FLASH_SHUT_DOWN,
+    "gemini-2.5-flash-image": _FLASH_SHUT_DOWN,
+    "gemini_pro_image": _PRO_PREVIEW_SHUT_DOWN,
+    "gemini-3-pro-image-preview": _PRO_PREVIEW_SHUT_DOWN,
+    "gemini-3.1-flash-image-preview": _FLASH_PREVIEW_SHUT_DOWN,
+}
 
 
 # -- sizes ------------------------------------------------------------------------------------------------
@@ -160,12 +236,25 @@ def nearest_aspect_ratio(target: float, supported: Sequence[str]) -> str:
     return min(supported, key=lambda ratio: abs(math.log(ratio_value(ratio)) - math.log(target)))
 
 
-def image_size_for(longest_side: int, sizes: Sequence[str]) -> str | None:
-    """The smallest tier of ``sizes`` that covers ``longest_side`` (the largest if none does)."""
+def output_size(aspect_ratio: str, image_size: str | None) -> tuple[int, int]:
+    """The pixel size of a Gemini image at ``aspect_ratio`` and tier ``image_size`` (the API's default if none)."""
+    width, height = SIZES_1K[aspect_ratio]
+    scale = GEMINI_IMAGE_SIZES[image_size or DEFAULT_IMAGE_SIZE]
+    return round(width * scale), round(height * scale)
+
+
+def image_size_for(width: int, height: int, aspect_ratio: str, sizes: Sequence[str]) -> str | None:
+    """The smallest tier of ``sizes`` whose image at ``aspect_ratio`` is at least ``width`` x ``height`` (the
+    largest tier if none is); ``None`` for a model without tiers."""
     if not sizes:
         return None
     ordered = sorted(sizes, key=GEMINI_IMAGE_SIZES.__getitem__)
-    return next((size for size in ordered if GEMINI_IMAGE_SIZES[size] >= longest_side), ordered[-1])
+
+    def covers(tier: str) -> bool:
+        tier_width, tier_height = output_size(aspect_ratio, tier)
+        return tier_width >= width and tier_height >= height
+
+    return next((tier for tier in ordered if covers(tier)), ordered[-1])
 
 
 @dataclass(frozen=True)
@@ -178,13 +267,19 @@ class Shape:
     @classmethod
     def for_request(cls, request: GenerationRequest, model: GeminiModelConfig) -> Shape:
         target = ratio_value(request.aspect_ratio) if request.aspect_ratio else request.width / request.height
+        aspect_ratio = nearest_aspect_ratio(target, model.aspect_ratios)
         return cls(
-            aspect_ratio=nearest_aspect_ratio(target, model.aspect_ratios),
-            image_size=image_size_for(max(request.width, request.height), model.image_sizes),
+            aspect_ratio=aspect_ratio,
+            image_size=image_size_for(request.width, request.height, aspect_ratio, model.image_sizes),
         )
 
     def describe(self) -> str:
         return f"{self.aspect_ratio} at {self.image_size}" if self.image_size else self.aspect_ratio
+
+    def cost(self, model: GeminiModelConfig, count: int) -> float | None:
+        """What ``count`` images cost in US dollars, when Google publishes the model's price at this tier."""
+        price = model.price_per_image.get(self.image_size) if self.image_size else None
+        return None if price is None else round(price * count, 6)
 
     def adjustment(self, request: GenerationRequest, model_id: str, actual: tuple[int, int]) -> str | None:
         """A sentence for the result when the image is not what the request literally asked for."""
@@ -199,7 +294,7 @@ class Shape:
             return None
         return (
             f"size {request.width}x{request.height} mapped to aspect ratio {self.describe()}: {model_id} takes an "
-            f"aspect ratio, not pixel sizes; the image is {actual[0]}x{actual[1]}"
+            f"aspect ratio and a resolution tier, not pixel sizes; the image is {actual[0]}x{actual[1]}"
         )
 
 
@@ -210,15 +305,28 @@ class Shape:
 class _Image:
     data: bytes
     mime_type: str
-    size: tuple[int, int]
+
+
+def _contents(request: GenerationRequest) -> Any:
+    """The prompt, and for an edit the image to edit and then the references, as the API's parts in that order
+    (an instruction such as "the second image" counts from the image to edit)."""
+    if request.edit is None:
+        return request.prompt
+    from google.genai import types
+
+    images = [request.edit.image, *request.edit.references]
+    return [
+        types.Part.from_text(text=request.prompt),
+        *(types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in images),
+    ]
 
 
 class GeminiProvider(ImageProvider[GeminiModelConfig]):
     info = ProviderInfo(
         name="gemini",
         display_name="Google Gemini",
-        description="Gemini image models through the Gemini API; aspect-ratio based sizes.",
-        default_model="gemini_flash_image",
+        description="Gemini image models (Nano Banana) through the Gemini API; sizes by aspect ratio and tier.",
+        default_model="gemini_nano_banana_2_1",
         priority=3,
     )
 
@@ -230,6 +338,13 @@ class GeminiProvider(ImageProvider[GeminiModelConfig]):
 
     def builtin_models(self) -> Sequence[GeminiModelConfig]:
         return GEMINI_MODELS
+
+    def retired_models(self) -> Mapping[str, RetiredModel]:
+        return RETIRED_MODELS
+
+    def new_model_defaults(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        # The API's largest tier (4K) bounds any model's longest side.
+        return {**super().new_model_defaults(fields), "max_resolution": 4096}
 
     def requirements(self) -> list[Requirement]:
         return [
@@ -278,12 +393,13 @@ class GeminiProvider(ImageProvider[GeminiModelConfig]):
         seeds = [request.seed_of(index) for index in range(request.count)]
         images: list[_Image | None] = [None] * request.count
         failures: list[ImageGenError] = []
+        contents = _contents(request)
         await progress.update(f"asking {model.display_name} for {request.count} image(s) at {shape.describe()}", 0.05)
 
         async def one(index: int) -> None:
             try:
                 async with self._limiter:
-                    images[index] = await self._generate_one(client, request.prompt, model, shape, seeds[index])
+                    images[index] = await self._generate_one(client, contents, model, shape, seeds[index])
             except ImageGenError as error:
                 # The first failure decides the outcome; the other calls are not worth waiting for.
                 failures.append(error)
@@ -303,18 +419,21 @@ class GeminiProvider(ImageProvider[GeminiModelConfig]):
         details: dict[str, Any] = {"aspect_ratio": shape.aspect_ratio, "api_model": model.api_model}
         if shape.image_size:
             details["image_size"] = shape.image_size
-        note = shape.adjustment(request, model_id, done[0].size)
+        size = output_size(shape.aspect_ratio, shape.image_size)
+        note = shape.adjustment(request, model_id, size)
         return ProviderResult(
             images=[
                 GeneratedImage(data=image.data, mime_type=image.mime_type, seed=seed)
                 for image, seed in zip(done, seeds, strict=True)
             ],
+            cost=shape.cost(model, len(done)),
             adjustments=[note] if note else [],
             details=details,
+            size=size,
         )
 
     async def _generate_one(
-        self, client: Client, prompt: str, model: GeminiModelConfig, shape: Shape, seed: int
+        self, client: Client, contents: Any, model: GeminiModelConfig, shape: Shape, seed: int
     ) -> _Image:
         from google.genai import errors, types
 
@@ -327,9 +446,15 @@ class GeminiProvider(ImageProvider[GeminiModelConfig]):
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
         try:
-            response = await client.aio.models.generate_content(model=model.api_model, contents=prompt, config=config)
+            response = await client.aio.models.generate_content(model=model.api_model, contents=contents, config=config)
         except errors.APIError as exc:
             raise self._api_error(exc, model) from exc
+        except ValueError as exc:  # the SDK could not read the answer (not JSON, a field of the wrong shape...)
+            raise ProviderError(
+                f"Gemini's answer could not be read ({type(exc).__name__}: {_clip(str(exc))}).",
+                retryable=True,
+                remediation=["Try again; if it persists, check that GEMINI_BASE_URL (if set) is the Gemini API"],
+            ) from exc
         except Exception as exc:
             if not _is_transport_error(exc):
                 raise
@@ -374,13 +499,14 @@ class GeminiProvider(ImageProvider[GeminiModelConfig]):
                 retryable=True,
                 remediation=["Try again in a minute, or use another provider"],
             )
+        if exc.code == 404 and exc.status == "NOT_FOUND":
+            # The API's answer for a model name it does not know (any more): "models/<id> is not found for API
+            # version v1beta, or is not supported for generateContent".
+            return self.retired_error(model, summary)
         if exc.code == 404:
             return ProviderError(
-                f"The Gemini API does not serve the model {model.api_model} ({summary}).",
-                remediation=[
-                    "The model may have been renamed or retired: choose another model (see list_models)",
-                    "If GEMINI_BASE_URL is set, make sure it points to the Gemini API",
-                ],
+                f"{self.base_url} has no Gemini API endpoint for {model.api_model} ({summary}).",
+                remediation=["If GEMINI_BASE_URL is set, make sure it points to the Gemini API, then try again"],
             )
         return ProviderError(
             f"The Gemini API refused the request ({summary}).",
@@ -417,15 +543,7 @@ def _image_from(response: GenerateContentResponse) -> _Image:
         blob = part.inline_data
         if part.thought or blob is None or not blob.data or not (blob.mime_type or "").startswith("image/"):
             continue
-        try:
-            with Image.open(io.BytesIO(blob.data)) as image:
-                size = image.size
-        except OSError:  # PIL.UnidentifiedImageError is one
-            raise ProviderError(
-                "Gemini returned image data that cannot be decoded.",
-                remediation=["Try again; if it persists, check that GEMINI_BASE_URL (if set) is the Gemini API"],
-            ) from None
-        return _Image(data=blob.data, mime_type=blob.mime_type or "image/png", size=size)
+        return _Image(data=blob.data, mime_type=blob.mime_type or "image/png")
 
     finish = _name(candidate.finish_reason) if candidate and candidate.finish_reason else "none"
     if finish in BLOCKING_FINISH_REASONS:
