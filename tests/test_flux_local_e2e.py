@@ -30,6 +30,7 @@ from tests.fakes.tiny_pipelines import (
     tiny_environ,
     tiny_provider_type,
     unet_calls,
+    write_tiny_lora,
 )
 
 pytestmark = pytest.mark.anyio
@@ -154,6 +155,30 @@ async def test_a_cancelled_call_stops_within_a_step_and_the_next_call_runs(serve
     assert queue_after == 0
 
 
+async def test_cancel_job_stops_a_local_job_within_a_step_or_two(
+    serve: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """``wait_s: 0`` returns the job at once; ``cancel_job`` stops its denoising; no file is left."""
+    async with serve() as served:
+        assert not (await served.generate(steps=1)).is_error  # loaded: only denoising steps are counted below
+        output_dir = make_settings().output_dir
+        before = set(output_dir.iterdir())
+        with unet_calls(served.provider, "tiny_sdxl") as calls:
+            handle = await served.generate(steps=150, wait_s=0)
+            job_id = (handle.structured_content or {})["job"]["id"]
+            while len(calls) < 3:  # under way
+                await anyio.sleep(0.01)
+            at_cancel = len(calls)
+            cancelled = await served.client.call_tool("cancel_job", {"job_id": job_id})
+            steps_after_cancel = len(calls) - at_cancel
+            final = await served.client.call_tool("get_job", {"job_id": job_id})
+        after = set(output_dir.iterdir())
+    assert (cancelled.structured_content or {})["job"]["status"] == "cancelled"
+    assert steps_after_cancel <= 2
+    assert error_of(final)["code"] == "cancelled"
+    assert after == before
+
+
 async def test_two_sequential_calls_load_the_pipeline_once(serve: Callable[..., Any]) -> None:
     async with serve() as served:
         first = await served.generate(seed=1)
@@ -226,11 +251,11 @@ async def test_missing_weights_make_flux_local_unavailable_with_the_download_ste
     (status,) = providers["providers"]
     assert status["available"] is False
     assert status["reason"].startswith("none of its models can run here (default model lightning_4step: weights")
-    download = f"hf download ByteDance/SDXL-Lightning sdxl_lightning_4step.safetensors --cache-dir {cache}"
-    assert f"Download the checkpoint: {download}" in status["remediation"]
+    pull = f"Download it: FLUX_LOCAL_CACHE_DIR={cache} imagegen-mcp pull lightning_4step"
+    assert status["remediation"][0].startswith(pull)
     error = error_of(result)
     assert result.is_error and error["code"] == "provider_unavailable"
-    assert f"Download the checkpoint: {download}" in error["remediation"]
+    assert error["remediation"][0].startswith(pull)
     assert any("FLUX_LOCAL_ALLOW_DOWNLOAD=true" in step for step in error["remediation"])
 
 
@@ -277,3 +302,81 @@ async def test_list_models_marks_a_model_whose_weights_are_missing(serve: Callab
     assert models["tiny_gone"]["available"] is False
     assert "weights not on this machine" in models["tiny_gone"]["reason"]
     assert result.is_error and error_of(result)["code"] == "provider_unavailable"
+
+
+async def test_image_to_image_edits_a_result_by_its_uri_with_the_weights_already_loaded(
+    serve: Callable[..., Any],
+) -> None:
+    async with serve() as served:
+        made = await served.generate(seed=3, width=128, height=128)
+        (image,) = assert_image_result(made, count=1)
+        with unet_calls(served.provider, "tiny_sdxl") as calls:
+            edited = await served.client.call_tool(
+                "edit_image",
+                {"prompt": "the same cube, darker", "image": image["uri"], "strength": 0.5, "steps": 8, "seed": 3},
+            )
+        assert served.provider.pipelines is not None
+        loaded = dict(served.provider.pipelines.loaded)
+        derived = list(served.provider.pipelines.derived)
+        source = await served.pixels(made)
+        changes = []
+        for strength in (0.2, 1.0):
+            arguments = {"prompt": "the same cube", "image": image["uri"], "strength": strength, "steps": 8, "seed": 9}
+            edit = await served.pixels(await served.client.call_tool("edit_image", arguments))
+            changes.append(np.abs(edit - source).mean())
+    structured = edited.structured_content or {}
+    assert structured["operation"] == "image_to_image"
+    assert structured["details"]["pipeline_load_ms"] is None  # loaded once, by the generation
+    assert list(loaded) == ["tiny_sdxl"] and derived == [("tiny_sdxl", "image_to_image")]
+    assert len(calls) == 4  # strength 0.5 of 8 steps
+    (parent,) = structured["inputs"]
+    assert parent["image_id"] == image["id"] and parent["uri"] == image["uri"] and len(parent["sha256"]) == 64
+    assert 0 < changes[0] < changes[1]  # the higher the strength, the further from the input
+
+
+async def test_inpainting_keeps_the_pixels_outside_the_mask(serve: Callable[..., Any], tmp_path: Path) -> None:
+    async with serve() as served:
+        made = await served.generate(seed=4, width=128, height=128)
+        (image,) = assert_image_result(made, count=1)
+        mask = Image.new("L", (128, 128), 0)
+        mask.paste(255, (32, 32, 96, 96))  # repaint the centre only
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG")
+        mask_uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        edited = await served.client.call_tool(
+            "edit_image",
+            {"prompt": "a blue sphere", "image": image["uri"], "mask": mask_uri, "strength": 1.0, "seed": 5},
+        )
+        source = await served.pixels(made)
+        result = await served.pixels(edited)
+    structured = edited.structured_content or {}
+    assert structured["operation"] == "inpaint"
+    assert [item["argument"] for item in structured["inputs"]] == ["image", "mask"]
+    inside = np.zeros((128, 128), dtype=bool)
+    inside[40:88, 40:88] = True  # well inside the white square (the VAE blurs its edge)
+    outside = np.ones((128, 128), dtype=bool)
+    outside[24:104, 24:104] = False
+    change_outside = np.abs(result - source)[outside].mean()
+    change_inside = np.abs(result - source)[inside].mean()
+    assert change_outside < 1 and change_inside > 8
+
+
+async def test_a_lora_changes_the_output_and_goes_away_when_not_asked_for(
+    serve: Callable[..., Any], tiny_pipelines: TinyPipelines, tmp_path: Path
+) -> None:
+    lora = write_tiny_lora(tiny_pipelines, tmp_path / "lora")
+    async with serve() as served:
+        plain = await served.pixels(await served.generate(seed=21))
+        with_lora = await served.generate(seed=21, loras=[{"path": str(lora), "weight": 1.0}])
+        changed = await served.pixels(with_lora)
+        again = await served.pixels(await served.generate(seed=21))
+        refused = await served.generate(seed=21, loras=[{"path": str(tmp_path / "missing.safetensors")}])
+    assert np.abs(changed - plain).mean() > 2  # the same seed, another picture
+    assert np.array_equal(again, plain)  # unloaded: the model's own weights again
+    assert (with_lora.structured_content or {})["parameters"]["loras"] == [
+        {"model": None, "path": str(lora), "weight": 1.0}
+    ]
+    assert (
+        error_of(refused)["code"] == "invalid_request"
+        and "missing.safetensors: no such file" in error_of(refused)["message"]
+    )

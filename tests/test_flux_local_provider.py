@@ -379,11 +379,12 @@ def test_no_weights_anywhere_is_unavailable_with_the_exact_download_command(
         "(the checkpoint)" in reason
     )
     steps = availability.steps
-    assert steps[0] == (
-        f"Download the checkpoint: hf download ByteDance/SDXL-Lightning sdxl_lightning_4step.safetensors "
-        f"--cache-dir {cache}"
+    assert steps[0] == f"Download it: FLUX_LOCAL_CACHE_DIR={cache} imagegen-mcp pull lightning_4step"
+    assert steps[1] == (
+        f"Or download the checkpoint with the Hugging Face CLI: hf download ByteDance/SDXL-Lightning "
+        f"sdxl_lightning_4step.safetensors --cache-dir {cache}"
     )
-    assert "FLUX_LOCAL_ALLOW_DOWNLOAD=true" in steps[1]
+    assert "FLUX_LOCAL_ALLOW_DOWNLOAD=true" in steps[2]
 
 
 def test_a_checkpoint_without_its_base_configs_is_missing_those(
@@ -400,9 +401,10 @@ def test_a_checkpoint_without_its_base_configs_is_missing_those(
         f"the Hugging Face cache ({cache}) lacks model_index.json, scheduler/scheduler_config.json, unet/config.json "
         "and 9 more of stabilityai/stable-diffusion-xl-base-1.0 (the base model's configs and tokenizers)"
     )
-    assert problem.steps[0] == (
-        "Download the base model's configs and tokenizers: hf download stabilityai/stable-diffusion-xl-base-1.0 "
-        f"--include '*.json' --include '*.txt' --cache-dir {cache}"
+    assert problem.steps[0] == f"Download it: FLUX_LOCAL_CACHE_DIR={cache} imagegen-mcp pull lightning_4step"
+    assert problem.steps[1] == (
+        "Or download the base model's configs and tokenizers with the Hugging Face CLI: hf download "
+        f"stabilityai/stable-diffusion-xl-base-1.0 --include '*.json' --include '*.txt' --cache-dir {cache}"
     )
 
     for name in SDXL_BASE_CONFIGS:
@@ -413,7 +415,8 @@ def test_a_checkpoint_without_its_base_configs_is_missing_those(
     assert availability.met
     assert availability.model("lightning_4step").met
     assert not availability.model("juggernaut_xi").met
-    assert "Juggernaut-XI-byRunDiffusion.safetensors" in availability.model("juggernaut_xi").steps[0]
+    assert availability.model("juggernaut_xi").steps[0].endswith("imagegen-mcp pull juggernaut_xi")
+    assert "Juggernaut-XI-byRunDiffusion.safetensors" in availability.model("juggernaut_xi").steps[1]
 
 
 def test_a_diffusers_repository_needs_its_weights_too(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
@@ -425,7 +428,7 @@ def test_a_diffusers_repository_needs_its_weights_too(make_settings: Callable[..
     problem = provider.weights.missing(turbo)
     assert problem is not None
     assert "lacks unet/diffusion_pytorch_model.safetensors, vae/config.json" in problem.reason
-    assert "--include '*/diffusion_pytorch_model.safetensors'" in problem.steps[0]
+    assert "--include '*/diffusion_pytorch_model.safetensors'" in problem.steps[1]
 
 
 def test_downloads_allowed_makes_missing_weights_no_obstacle(
@@ -472,7 +475,8 @@ async def test_asking_for_a_model_without_weights_names_that_models_download(
     error = caught.value
     assert error.code == ErrorCode.PROVIDER_UNAVAILABLE and error.model == f"flux_local:{model}"
     assert error.message.startswith(f"flux_local:{model} is unavailable: weights not on this machine")
-    assert command in error.remediation[0]
+    assert error.remediation[0].endswith(f"imagegen-mcp pull {model}")
+    assert command in error.remediation[1]
     assert provider.pipelines is None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from imagegen_mcp.errors import ErrorCode, ImageGenError
-from imagegen_mcp.providers.base import Availability, RetiredModel
+from imagegen_mcp.providers.base import Availability, EditNeeds, ImageInputs, RetiredModel
 from imagegen_mcp.resolver import ProviderState, effective_order, plan
 
 ON = Availability(met=True)
@@ -215,3 +215,78 @@ def test_a_retired_name_is_not_found_and_the_message_names_its_replacement() -> 
         assert caught.value.remediation[0] == "Use model 'gemini:gemini_pro_image'"
     with pytest.raises(ImageGenError, match="Available models"):
         plan([RUNWARE, gemini], mode="auto", model="runware:gemini-2.5-flash-image")
+
+
+EDITS = ImageInputs(image_to_image=True, inpaint=True)
+INSTRUCTIONS = ImageInputs(instruction_edit=True, max_reference_images=3)
+
+
+def able(state: ProviderState, inputs: dict[str, ImageInputs]) -> ProviderState:
+    return ProviderState(state.name, state.priority, state.default_model, state.models, state.availability, {}, inputs)
+
+
+# Runware: the default inpaints; flux_schnell only generates. Local: juggernaut_xi edits, the default does not.
+# Gemini: edits by instruction, with references.
+EDITING = [
+    able(RUNWARE, {"juggernaut_pro": EDITS}),
+    able(LOCAL, {"juggernaut_xi": EDITS}),
+    able(GEMINI, {"gemini_flash_image": INSTRUCTIONS, "gemini_pro_image": INSTRUCTIONS}),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "arguments", "needs", "expected"),
+    [
+        (
+            "plain generation ignores input capabilities",
+            {},
+            None,
+            ["runware:juggernaut_pro", "flux_local:lightning_4step", "gemini:gemini_flash_image"],
+        ),
+        (
+            "an edit: each provider's first model that can",
+            {},
+            EditNeeds(mask=False, references=0),
+            ["runware:juggernaut_pro", "flux_local:juggernaut_xi", "gemini:gemini_flash_image"],
+        ),
+        (
+            "a mask: providers without inpainting stay, marked",
+            {},
+            EditNeeds(mask=True, references=0),
+            ["runware:juggernaut_pro", "flux_local:juggernaut_xi", "gemini:gemini_flash_image"],
+        ),
+        (
+            "references: only Gemini can",
+            {"provider": "gemini"},
+            EditNeeds(mask=False, references=2),
+            ["gemini:gemini_flash_image", "runware:juggernaut_pro", "flux_local:lightning_4step"],
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_capability_aware_plans(
+    case: str, arguments: dict[str, Any], needs: EditNeeds | None, expected: list[str]
+) -> None:
+    for order in itertools.permutations(EDITING):
+        candidates = plan(list(order), mode="auto", needs=needs, **arguments).candidates
+        assert [c.id for c in candidates] == expected
+
+
+def test_fallback_skips_a_provider_without_the_capability_and_says_why() -> None:
+    masked = plan(EDITING, mode="auto", needs=EditNeeds(mask=True, references=0)).candidates
+    assert [c.unsuitable for c in masked] == [None, None, "no gemini model can edit an image, inpaint with a mask"]
+    referenced = plan(EDITING, mode="auto", provider="gemini", needs=EditNeeds(mask=False, references=2)).candidates
+    assert referenced[1].unsuitable == "no runware model can edit an image, take 2 reference image(s)"
+    assert "juggernaut_xi" not in referenced[2].id and referenced[2].unsuitable is not None
+
+
+def test_an_explicit_model_without_the_capability_names_the_models_that_have_it() -> None:
+    with pytest.raises(ImageGenError) as caught:
+        plan(EDITING, mode="auto", model="runware:flux_schnell", needs=EditNeeds(mask=True, references=0))
+    error = caught.value
+    assert error.code == ErrorCode.INVALID_REQUEST
+    assert error.message == (
+        "runware:flux_schnell cannot edit an image, inpaint with a mask: it takes no input image. "
+        "Models that can: runware:juggernaut_pro, flux_local:juggernaut_xi."
+    )
+    assert error.details["capable_models"] == ["runware:juggernaut_pro", "flux_local:juggernaut_xi"]

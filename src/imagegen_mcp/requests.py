@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imagegen_mcp.errors import InvalidRequestError
-from imagegen_mcp.providers.base import MAX_SEED, GenerationRequest, ModelConfig
+from imagegen_mcp.providers.base import MAX_SEED, EditInputs, EditNeeds, GenerationRequest, LoraSpec, ModelConfig
 
 _N = TypeVar("_N", int, float)
 _M = TypeVar("_M", bound=BaseModel)
@@ -51,6 +52,9 @@ class ImageRequest(BaseModel):
         description="For reproducible results; default: random (reported).",
     )
     count: int = Field(1, ge=1, le=4, description="How many images.")
+    loras: list[LoraSpec] | None = Field(
+        None, max_length=8, description="LoRAs to apply in place of the model's own ([] for none)."
+    )
     fallback: Literal["auto", "strict"] | None = Field(
         None,
         description="'auto': another provider may serve if this one fails; 'strict': never. Default: the server's.",
@@ -70,13 +74,47 @@ class ImageRequest(BaseModel):
         return self
 
 
+WAIT_S_DESCRIPTION = "Seconds to wait for the images (0-300); after that a job id comes back. Default: the server's."
+
+
+class GenerateImageArgs(ImageRequest):
+    """``generate_image``'s arguments: the request, and how long the call waits for its job."""
+
+    wait_s: float | None = Field(None, ge=0, le=300, description=WAIT_S_DESCRIPTION)
+
+
+IMAGE_FORMS = "imagegen://images/{id} of an earlier result, an absolute path under an allowed folder, or a data: URI"
+
+
+class EditImageArgs(GenerateImageArgs):
+    """``edit_image``'s arguments: an instruction and the images it applies to, with every generation option."""
+
+    prompt: str = Field(
+        min_length=1,
+        max_length=4000,
+        description="The edit: an instruction ('make the sky darker') or the picture to arrive at.",
+    )
+    image: str = Field(min_length=1, description=f"The image to edit: {IMAGE_FORMS}.")
+    mask: str | None = Field(None, description="Where to repaint (white) and keep (black); same forms as image.")
+    reference_images: list[str] = Field(
+        default_factory=list, max_length=14, description="Style or subject references; same forms as image."
+    )
+    strength: float | None = Field(
+        None, ge=0, le=1, description="How far from image to go: 0 keeps it, 1 ignores it. Default: the model's."
+    )
+
+    @property
+    def needs(self) -> EditNeeds:
+        return EditNeeds(mask=self.mask is not None, references=len(self.reference_images))
+
+
 def _round_to(value: int, multiple: int, ceiling: int) -> int:
     rounded = max(multiple, round(value / multiple) * multiple)
     return rounded if rounded <= ceiling else (ceiling // multiple) * multiple
 
 
-def _requested_size(request: ImageRequest, model: ModelConfig) -> tuple[int, int]:
-    default_w, default_h = model.default_width, model.default_height
+def _requested_size(request: ImageRequest, model: ModelConfig, image_size: tuple[int, int] | None) -> tuple[int, int]:
+    default_w, default_h = image_size or (model.default_width, model.default_height)
     if request.aspect_ratio is not None:
         ratio_w, ratio_h = (int(part) for part in request.aspect_ratio.split(":"))
         long_side = max(default_w, default_h)
@@ -89,20 +127,32 @@ def _requested_size(request: ImageRequest, model: ModelConfig) -> tuple[int, int
         return request.width, round(request.width * default_h / default_w)
     if request.height is not None:
         return round(request.height * default_w / default_h), request.height
+    if image_size is not None and max(image_size) > model.max_resolution:
+        # An edit's output takes the input's shape; a large input is not an oversized request.
+        scale = model.max_resolution / max(image_size)
+        return round(image_size[0] * scale), round(image_size[1] * scale)
     return default_w, default_h
 
 
 def fit_request(
-    request: ImageRequest, model: ModelConfig, model_id: str, *, primary: bool, seed: int
+    request: ImageRequest,
+    model: ModelConfig,
+    model_id: str,
+    *,
+    primary: bool,
+    seed: int,
+    edit: EditInputs | None = None,
 ) -> tuple[GenerationRequest, list[str]]:
-    """Resolve ``request`` for ``model``: final size, steps, guidance and negative prompt.
+    """Resolve ``request`` for ``model``: final size, steps, guidance, negative prompt (and for an edit, its
+    strength; an edit without a size keeps its input image's shape).
 
     On the primary candidate the caller's values are kept, and a size the model cannot make is an error.
     On a fallback candidate the model-tuned values follow the model that runs and an oversized request is
     scaled down. Every change is returned as a sentence for the result.
     """
     adjustments: list[str] = []
-    width, height = _requested_size(request, model)
+    image_size = (edit.image.width, edit.image.height) if edit is not None else None
+    width, height = _requested_size(request, model, image_size)
     longest = max(width, height)
     if longest > model.max_resolution:
         if primary:
@@ -135,7 +185,26 @@ def fit_request(
         negative = None
     elif negative is None:
         negative = model.default_negative_prompt
+    elif guidance is not None and guidance <= 1:
+        # Diffusion pipelines apply classifier-free guidance, which is what uses a negative prompt, above 1 only.
+        adjustments.append(
+            f"negative_prompt ignored: at guidance_scale {guidance:g} {model_id} runs without classifier-free "
+            "guidance, which a negative prompt needs; pass guidance_scale above 1 for it to act"
+        )
+        negative = None
 
+    if edit is not None:
+        edit = _fit_strength(edit, request, model, model_id, adjustments)
+    loras = tuple(request.loras) if request.loras is not None else model.loras
+    if loras and not model.supports_loras:
+        if primary and request.loras:
+            raise InvalidRequestError(
+                f"{model_id} takes no LoRAs.",
+                model=model_id,
+                remediation=["Drop loras, or choose a model that takes them (list_models: supports_loras)"],
+            )
+        adjustments.append(f"loras ignored: {model_id} takes none")
+        loras = ()
     resolved = GenerationRequest(
         prompt=request.prompt,
         negative_prompt=negative,
@@ -146,8 +215,21 @@ def fit_request(
         guidance_scale=guidance,
         seed=seed,
         count=request.count,
+        edit=edit,
+        loras=loras,
     )
     return resolved, adjustments
+
+
+def _fit_strength(
+    edit: EditInputs, request: ImageRequest, model: ModelConfig, model_id: str, adjustments: list[str]
+) -> EditInputs:
+    asked = request.strength if isinstance(request, EditImageArgs) else None
+    if edit.operation == "instruction_edit":
+        if asked is not None:
+            adjustments.append(f"strength ignored: {model_id} edits by instruction, not by a strength")
+        return replace(edit, strength=None)
+    return replace(edit, strength=model.default_strength if asked is None else asked)
 
 
 def _tuned(

@@ -11,11 +11,11 @@ the providers were registered in.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from imagegen_mcp.config import FallbackMode
 from imagegen_mcp.errors import InvalidRequestError, ModelNotFoundError, ProviderNotFoundError
-from imagegen_mcp.providers.base import Availability, RetiredModel
+from imagegen_mcp.providers.base import Availability, EditNeeds, ImageInputs, RetiredModel
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,14 @@ class ProviderState:
     availability: Availability
     #: Names the vendor retired, each with the model that replaces it.
     retired: Mapping[str, RetiredModel] = field(default_factory=dict, hash=False)
+    #: What each model does with input images, by key.
+    inputs: Mapping[str, ImageInputs] = field(default_factory=dict, hash=False)
+
+    def refusal(self, key: str, needs: EditNeeds | None) -> str | None:
+        """Why model ``key`` cannot serve a request that needs ``needs`` (``None``: a plain generation)."""
+        if needs is None:
+            return None
+        return self.inputs.get(key, ImageInputs()).refusal(needs)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class Candidate:
     why: str
     #: The availability of this candidate's model in the snapshot the plan was made from.
     availability: Availability
+    #: Why none of this provider's models can serve the request (an edit it cannot do), when so.
+    unsuitable: str | None = None
 
     @property
     def id(self) -> str:
@@ -101,6 +111,17 @@ def find_model(states: Sequence[ProviderState], ref: str, provider: str | None =
             remediation=["Call list_models to see every model with its capabilities"],
             details={"available_models": available},
         )
+    if len(owners) > 1 and not provider_part:
+        if provider is not None and provider in {state.name for state in owners}:
+            owners = [state for state in owners if state.name == provider]
+        else:
+            ids = [f"{state.name}:{key}" for state in owners]
+            raise ModelNotFoundError(
+                f"Model {ref!r} is ambiguous: {', '.join(ids)} all have that key.",
+                model=ref,
+                remediation=[f"Pass the full id, one of {', '.join(ids)}"],
+                details={"candidates": ids},
+            )
     owner = owners[0]
     if provider is not None and provider != owner.name:
         find_provider(states, provider)
@@ -117,6 +138,23 @@ def _candidate(state: ProviderState, model: str, why: str) -> Candidate:
     return Candidate(state.name, model, why, state.availability.model(model))
 
 
+def capable_models(states: Sequence[ProviderState], needs: EditNeeds) -> list[str]:
+    return [f"{state.name}:{key}" for state in states for key in state.models if state.refusal(key, needs) is None]
+
+
+def _fitting(state: ProviderState, key: str, why: str, needs: EditNeeds | None) -> Candidate:
+    """The candidate of a provider for ``needs``: ``key`` if it can serve it, else the provider's first model
+    that can (in the provider's order), else the provider marked unsuitable."""
+    refusal = state.refusal(key, needs)
+    if refusal is None or needs is None:
+        return _candidate(state, key, why)
+    for other in state.models:
+        if state.refusal(other, needs) is None:
+            return _candidate(state, other, f"{why}; {key} {refusal}, {other} can")
+    candidate = _candidate(state, key, why)
+    return replace(candidate, unsuitable=f"no {state.name} model can {needs.describe()}")
+
+
 def first_candidate(
     states: Sequence[ProviderState],
     *,
@@ -125,27 +163,38 @@ def first_candidate(
     default_provider: str | None,
     default_model: str | None,
     provider_order: Sequence[str],
+    needs: EditNeeds | None = None,
 ) -> Candidate:
     if model is not None:
         state, key = find_model(states, model, provider)
+        refusal = state.refusal(key, needs)
+        if refusal is not None and needs is not None:
+            able = capable_models(states, needs)
+            raise InvalidRequestError(
+                f"{state.name}:{key} cannot {needs.describe()}: it {refusal}. "
+                + (f"Models that can: {', '.join(able)}." if able else "No model here can."),
+                model=f"{state.name}:{key}",
+                remediation=[f"Use one of {', '.join(able)} as model" if able else "Drop the mask or references"],
+                details={"capable_models": able},
+            )
         return _candidate(state, key, "requested model")
     if provider is not None:
         state = find_provider(states, provider)
         if default_model is not None:
             default_state, default_key = find_model(states, default_model)
             if default_state.name == state.name:
-                return _candidate(state, default_key, "requested provider, configured default model")
-        return _candidate(state, state.default_model, "requested provider's default model")
+                return _fitting(state, default_key, "requested provider, configured default model", needs)
+        return _fitting(state, state.default_model, "requested provider's default model", needs)
     if default_model is not None:
         state, key = find_model(states, default_model)
-        return _candidate(state, key, "configured default model")
+        return _fitting(state, key, "configured default model", needs)
     if default_provider is not None:
         state = find_provider(states, default_provider)
-        return _candidate(state, state.default_model, "configured default provider")
+        return _fitting(state, state.default_model, "configured default provider", needs)
     if not states:
         raise ProviderNotFoundError("No provider is registered.", remediation=["Reinstall imagegen-mcp"])
     head = find_provider(states, effective_order(states, provider_order)[0])
-    return _candidate(head, head.default_model, "first provider in the effective order")
+    return _fitting(head, head.default_model, "first provider in the effective order", needs)
 
 
 def plan(
@@ -157,7 +206,9 @@ def plan(
     default_provider: str | None = None,
     default_model: str | None = None,
     provider_order: Sequence[str] = (),
+    needs: EditNeeds | None = None,
 ) -> Plan:
+    """``needs``: what an edit uses; candidates are the models that can serve it (see :func:`_fitting`)."""
     first = first_candidate(
         states,
         model=model,
@@ -165,6 +216,7 @@ def plan(
         default_provider=default_provider,
         default_model=default_model,
         provider_order=provider_order,
+        needs=needs,
     )
     candidates = [first]
     if mode == "auto":
@@ -172,5 +224,5 @@ def plan(
         for rank, name in enumerate(effective_order(states, provider_order), start=1):
             if name != first.provider:
                 state = by_name[name]
-                candidates.append(_candidate(state, state.default_model, f"fallback (order {rank})"))
+                candidates.append(_fitting(state, state.default_model, f"fallback (order {rank})", needs))
     return Plan(mode=mode, candidates=tuple(candidates))

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from imagegen_mcp.errors import Attempt
+from imagegen_mcp.providers.base import EditInputs, LoraSpec
 from imagegen_mcp.service import GenerationResult
 
 
@@ -33,6 +34,18 @@ class GenerationParameters(BaseModel):
     negative_prompt: str | None
     seed: int
     count: int
+    loras: list[LoraSpec] = Field(default_factory=list)
+
+
+class InputInfo(BaseModel):
+    """An input image of an edit: which argument it was, and how to find it again (its id, else its hash)."""
+
+    argument: str
+    image_id: str | None
+    uri: str | None
+    sha256: str
+    width: int
+    height: int
 
 
 class GenerateImageOutput(BaseModel):
@@ -47,6 +60,8 @@ class GenerateImageOutput(BaseModel):
     attempts: list[Attempt]
     adjustments: list[str] = Field(description="What was changed about the request, and why.")
     details: dict[str, Any]
+    operation: str = Field("generate", description="generate, image_to_image, inpaint or instruction_edit.")
+    inputs: list[InputInfo] = Field(default_factory=list, description="An edit's input images.")
 
 
 def generation_output(result: GenerationResult) -> GenerateImageOutput:
@@ -81,31 +96,36 @@ def generation_output(result: GenerationResult) -> GenerateImageOutput:
             negative_prompt=job.negative_prompt,
             seed=job.seed,
             count=job.count,
+            loras=list(job.loras),
         ),
         elapsed_ms=result.elapsed_ms,
         cost_usd=result.cost,
         attempts=list(result.attempts),
         adjustments=list(result.adjustments),
         details=dict(result.details),
+        operation=job.edit.operation if job.edit is not None else "generate",
+        inputs=input_infos(job.edit),
     )
 
 
-def summary(result: GenerationResult) -> str:
-    """What happened, in a few lines: the model, the time and cost, any fallback or change, the saved files."""
-    count = len(result.images)
-    lines = [
-        f"Generated {count} image{'s' if count > 1 else ''} with {result.model_id} "
-        f"in {result.elapsed_ms / 1000:.1f} s" + (f" (cost ${result.cost:.4f})" if result.cost is not None else "")
-    ]
-    skipped_or_failed = [a for a in result.attempts if a.outcome != "succeeded"]
+def input_infos(edit: EditInputs | None) -> list[InputInfo]:
+    return [InputInfo.model_validate(record) for record in edit.records()] if edit is not None else []
+
+
+def summary(output: GenerateImageOutput) -> str:
+    """What happened, in a few lines: the model, the time and cost, any fallback or change, the inputs of an
+    edit, the saved files."""
+    count = len(output.images)
+    cost = f" (cost ${output.cost_usd:.4f})" if output.cost_usd is not None else ""
+    seconds = output.elapsed_ms / 1000
+    lines = [f"Generated {count} image{'s' if count > 1 else ''} with {output.model} in {seconds:.1f} s{cost}"]
+    skipped_or_failed = [attempt for attempt in output.attempts if attempt.outcome != "succeeded"]
     if skipped_or_failed:
         lines.append("Fallback: " + "; ".join(attempt.describe() for attempt in skipped_or_failed))
-    lines += [f"Note: {note}" for note in result.adjustments]
-    for saved in result.images:
-        image = saved.stored
-        lines.append(f"{image.path} ({image.width}x{image.height}, seed {saved.seed}) -> {image.uri}")
+    lines += [f"Note: {note}" for note in output.adjustments]
+    if output.inputs:
+        sources = ", ".join(image.uri or f"sha256 {image.sha256[:12]}" for image in output.inputs)
+        lines.append(f"{output.operation} from {sources}")
+    for image in output.images:
+        lines.append(f"{image.path} ({image.width}x{image.height}, seed {image.seed}) -> {image.uri}")
     return "\n".join(lines)
-
-
-def recent(results: list[GenerationResult]) -> list[dict[str, Any]]:
-    return [generation_output(result).model_dump(mode="json") for result in results]

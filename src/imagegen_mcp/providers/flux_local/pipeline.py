@@ -17,9 +17,10 @@ from typing import Any
 
 import diffusers
 import torch
+from PIL import Image
 
 from imagegen_mcp.errors import OutOfMemoryError, ProviderUnavailableError
-from imagegen_mcp.providers.base import GeneratedImage, GenerationRequest
+from imagegen_mcp.providers.base import EditOperation, GeneratedImage, GenerationRequest, LoraSpec
 from imagegen_mcp.providers.flux_local.config import FluxModelConfig, SchedulerConfig
 from imagegen_mcp.providers.flux_local.weights import WeightsLocator
 
@@ -34,6 +35,13 @@ Pipeline = Any
 PIPELINE_CLASSES: dict[str, Any] = {
     "sdxl": diffusers.StableDiffusionXLPipeline,
     "sd": diffusers.StableDiffusionPipeline,
+}
+#: The pipelines an edit runs, built from the loaded text-to-image one with ``from_pipe`` (the same weights).
+EDIT_CLASSES: dict[tuple[str, EditOperation], Any] = {
+    ("sdxl", "image_to_image"): diffusers.StableDiffusionXLImg2ImgPipeline,
+    ("sdxl", "inpaint"): diffusers.StableDiffusionXLInpaintPipeline,
+    ("sd", "image_to_image"): diffusers.StableDiffusionImg2ImgPipeline,
+    ("sd", "inpaint"): diffusers.StableDiffusionInpaintPipeline,
 }
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 #: The share of the progress bar the denoising steps fill; the service reports saving after them.
@@ -62,6 +70,10 @@ class DevicePipelines:
         self.capacity = capacity
         self.locator = locator
         self.loaded: OrderedDict[str, Pipeline] = OrderedDict()
+        #: Edit pipelines sharing a loaded pipeline's components, by model key and operation.
+        self.derived: dict[tuple[str, EditOperation], Pipeline] = {}
+        #: The LoRAs each loaded pipeline has (its edit pipelines share them: the same components).
+        self.applied: dict[str, tuple[LoraSpec, ...]] = {}
 
     def generate(
         self, model: FluxModelConfig, request: GenerationRequest, report: Report, should_stop: ShouldStop
@@ -85,6 +97,8 @@ class DevicePipelines:
     def clear(self) -> None:
         """Unload every pipeline and give their memory back."""
         self.loaded.clear()
+        self.derived.clear()
+        self.applied.clear()
         self.free_memory()
 
     def free_memory(self) -> None:
@@ -100,6 +114,9 @@ class DevicePipelines:
         if should_stop():  # cancelled as its turn came: leave the device to the next request at once
             return None
         pipe, load_ms = self._pipeline(model, report)
+        self._apply_loras(model, pipe, request.loras, report)
+        if request.edit is not None:
+            pipe = self._edit_pipeline(model, pipe, request.edit.operation)
         images = []
         for index in range(request.count):
             if should_stop():
@@ -121,6 +138,42 @@ class DevicePipelines:
         }
         return Generation(images=images, details=details)
 
+    def _apply_loras(self, model: FluxModelConfig, pipe: Pipeline, loras: tuple[LoraSpec, ...], report: Report) -> None:
+        """Give the pipeline exactly ``loras``: loaded as adapters when they change, all of them unloaded when
+        the request has none. They are never fused into the weights, so that unloading gives the model back
+        exactly (a request without a LoRA makes the same pixels as before one)."""
+        if self.applied.get(model.key, ()) == loras:
+            return
+        if self.applied.get(model.key):
+            pipe.unload_lora_weights()
+        self.applied[model.key] = ()
+        names = []
+        for index, lora in enumerate(loras):
+            report(f"loading LoRA {lora.label}", None)
+            file = self.locator.lora_file(lora)
+            name = f"lora_{index}"
+            pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=name)
+            names.append(name)
+        if names:
+            pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+        self.applied[model.key] = loras
+
+    def _edit_pipeline(self, model: FluxModelConfig, base: Pipeline, operation: EditOperation) -> Pipeline:
+        """The edit pipeline of a loaded model: no second load, the components are the base pipeline's.
+
+        ``dtype`` is passed on purpose: without it ``from_pipe`` converts the shared components to float32,
+        and with them the text-to-image pipeline.
+        """
+        if operation == "instruction_edit":
+            raise ValueError(f"{model.key} does not edit by instruction")
+        key = (model.key, operation)
+        if key not in self.derived:
+            edit_class = EDIT_CLASSES[(model.pipeline, operation)]
+            derived = edit_class.from_pipe(base, dtype=DTYPES[self.dtype])
+            derived.set_progress_bar_config(disable=True)
+            self.derived[key] = derived
+        return self.derived[key]
+
     def _pipeline(self, model: FluxModelConfig, report: Report) -> tuple[Pipeline, int | None]:
         """The model's pipeline and how long loading it took (``None``: it was already loaded)."""
         if model.key in self.loaded:
@@ -128,7 +181,9 @@ class DevicePipelines:
             return self.loaded[model.key], None
         # Unload first, so the new pipeline has the memory the old one held.
         while len(self.loaded) >= self.capacity:
-            self.loaded.popitem(last=False)
+            evicted, _ = self.loaded.popitem(last=False)
+            self.derived = {key: pipe for key, pipe in self.derived.items() if key[0] != evicted}
+            self.applied.pop(evicted, None)
             self.free_memory()
         downloading = self.locator.allow_download and self.locator.missing(model) is not None
         report(f"{'downloading and loading' if downloading else 'loading'} {model.key} (first use)", None)
@@ -144,10 +199,10 @@ class DevicePipelines:
         try:
             if weights.checkpoint is not None:
                 pipe = pipeline_class.from_single_file(
-                    str(weights.checkpoint), config=str(weights.folder), torch_dtype=dtype, local_files_only=True
+                    str(weights.checkpoint), config=str(weights.folder), dtype=dtype, local_files_only=True
                 )
             else:
-                pipe = pipeline_class.from_pretrained(str(weights.folder), torch_dtype=dtype, local_files_only=True)
+                pipe = pipeline_class.from_pretrained(str(weights.folder), dtype=dtype, local_files_only=True)
         except OSError as exc:
             missing = self.locator.missing(model)
             raise ProviderUnavailableError(
@@ -184,21 +239,42 @@ def _denoise(
             pipe._interrupt = True
         return tensors
 
+    steps = request.steps if request.steps is not None else model.default_steps
+    inputs = _size_and_inputs(request, steps)
     output = pipe(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
-        width=request.width,
-        height=request.height,
-        num_inference_steps=request.steps if request.steps is not None else model.default_steps,
+        num_inference_steps=steps,
         guidance_scale=request.guidance_scale if request.guidance_scale is not None else model.default_guidance,
         generator=torch.Generator("cpu").manual_seed(seed),
         callback_on_step_end=on_step_end,
+        **inputs,
     )
     if pipe.interrupt:
         return None
+    image = output.images[0]
+    if "mask_image" in inputs:
+        # The VAE's round trip changes every pixel a little; outside the mask the input's own pixels are kept.
+        image = Image.composite(image, inputs["image"], inputs["mask_image"])
     buffer = io.BytesIO()
-    output.images[0].save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _size_and_inputs(request: GenerationRequest, steps: int) -> dict[str, Any]:
+    """The pipeline arguments that differ between a generation and an edit. An edit's image (and mask) are
+    scaled to the requested size; its strength leaves at least one denoising step."""
+    size = (request.width, request.height)
+    edit = request.edit
+    if edit is None:
+        return {"width": size[0], "height": size[1]}
+    strength = max(edit.strength if edit.strength is not None else 1.0, 1.0 / steps)
+    image = Image.open(io.BytesIO(edit.image.data)).convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    arguments: dict[str, Any] = {"image": image, "strength": strength}
+    if edit.mask is not None:
+        mask = Image.open(io.BytesIO(edit.mask.data)).convert("L").resize(size, Image.Resampling.BILINEAR)
+        arguments.update(mask_image=mask, width=size[0], height=size[1])
+    return arguments
 
 
 def _scheduler(config: SchedulerConfig, base: Any) -> Any:
