@@ -7,12 +7,13 @@ from pydantic import ValidationError
 
 from imagegen_mcp.catalog import Catalog, discover_provider_types
 from imagegen_mcp.config import Settings
-from imagegen_mcp.errors import CatalogError, ConfigError
+from imagegen_mcp.errors import CatalogError, ConfigError, ErrorCode, ImageGenError
 from imagegen_mcp.providers.base import registry
 from imagegen_mcp.providers.flux_local import FluxLocalProvider
 from imagegen_mcp.providers.flux_local.config import FLUX_LOCAL_MODELS
 from imagegen_mcp.providers.gemini import GEMINI_MODELS, GeminiProvider
 from imagegen_mcp.providers.runware import RUNWARE_MODELS, RunwareModelConfig, RunwareProvider
+from imagegen_mcp.resolver import find_model
 from imagegen_mcp.testing import FunctionModelConfig, FunctionProvider
 from tests.fakes.palette import PaletteProvider
 
@@ -62,8 +63,8 @@ def test_flux_local_seed_values() -> None:
 def test_gemini_catalog() -> None:
     assert GeminiProvider.info.priority == 3
     default = registry(GEMINI_MODELS)[GeminiProvider.info.default_model]
-    assert "2.5 Flash Image" in default.display_name
-    assert any("Pro" in model.display_name for model in GEMINI_MODELS)
+    assert default.api_model == "gemini-nano-banana-2.1"
+    assert {model.api_model for model in GEMINI_MODELS} >= {"gemini-3.1-flash-image", "gemini-3-pro-image"}
 
 
 def test_model_configs_require_their_fields() -> None:
@@ -73,10 +74,19 @@ def test_model_configs_require_their_fields() -> None:
         RunwareModelConfig(key="x", display_name="X", air="a:1@1", default_steps=4, default_guidance=1.0, colour=1)  # type: ignore[call-arg]
 
 
-def test_duplicate_model_key_across_providers_is_rejected(make_settings: Callable[..., Settings]) -> None:
-    clash = FunctionProvider(name="clash", models=[FunctionModelConfig(key="juggernaut_pro")])
-    with pytest.raises(CatalogError, match="'juggernaut_pro' is defined by both"):
-        Catalog.load(make_settings(), [RunwareProvider, clash])
+def test_a_key_two_providers_have_is_ambiguous_bare_and_fine_in_full(make_settings: Callable[..., Settings]) -> None:
+    """A user's local ``juggernaut_pro`` does not stop the server because Runware has one too."""
+    clash = FunctionProvider(name="mine", models=[FunctionModelConfig(key="juggernaut_pro")])
+    states = Catalog.load(make_settings(), [RunwareProvider, clash]).states()
+    with pytest.raises(ImageGenError) as caught:
+        find_model(states, "juggernaut_pro")
+    assert caught.value.code == ErrorCode.MODEL_NOT_FOUND
+    assert (
+        caught.value.message
+        == "Model 'juggernaut_pro' is ambiguous: mine:juggernaut_pro, runware:juggernaut_pro all have that key."
+    )
+    assert find_model(states, "mine:juggernaut_pro")[0].name == "mine"
+    assert find_model(states, "juggernaut_pro", provider="runware")[0].name == "runware"
 
 
 def test_models_are_held_by_the_instance(make_settings: Callable[..., Settings]) -> None:

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from imagegen_mcp.config import Settings
-from imagegen_mcp.errors import CatalogError
+from imagegen_mcp.errors import CatalogError, ConfigError
 from imagegen_mcp.providers.base import ImageProvider
 from imagegen_mcp.resolver import ProviderState
 
@@ -30,11 +30,10 @@ def discover_provider_types() -> list[type[ImageProvider[Any]]]:
 
 
 class Catalog:
-    """Providers by name and models by ``provider:key``; a bare key works because keys are unique."""
+    """Providers by name and models by ``provider:key`` (a bare key works while one provider has it)."""
 
     def __init__(self, providers: Iterable[ImageProvider[Any]]) -> None:
         self.providers: dict[str, ImageProvider[Any]] = {}
-        owners: dict[str, str] = {}
         for provider in sorted(providers, key=lambda p: p.info.name):
             name = provider.info.name
             if name in self.providers:
@@ -43,14 +42,34 @@ class Catalog:
                 raise CatalogError(
                     f"provider {name!r} names default model {provider.info.default_model!r}, which it does not define"
                 )
-            for key in provider.models:
-                if key in owners:
-                    raise CatalogError(
-                        f"model key {key!r} is defined by both {owners[key]!r} and {name!r}; model keys must "
-                        "be unique across providers"
-                    )
-                owners[key] = name
             self.providers[name] = provider
+        self._check_config_tables()
+
+    def _check_config_tables(self) -> None:
+        """Model and provider tables of the config file must name providers that exist."""
+        settings = next(iter(self.providers.values())).settings if self.providers else None
+        file = settings.config_file if settings is not None else None
+        if file is None:
+            return
+        for table, names in (("[[models.{}]]", file.models), ("[providers.{}]", file.providers)):
+            unknown = sorted(set(names) - set(self.providers))
+            if unknown:
+                raise ConfigError(
+                    f"{file.path}: {table.format(unknown[0])}: no provider is named {unknown[0]!r}; the providers are "
+                    f"{', '.join(self.providers)}"
+                )
+
+    def reload(self, settings: Settings) -> bool:
+        """Rebuild every provider's models from ``settings`` (a re-read config file); whether any changed.
+
+        Nothing changes unless every provider accepts the new settings.
+        """
+        staged = [(provider, provider.models_for(settings)) for provider in self.providers.values()]
+        changed = False
+        for provider, (models, info) in staged:
+            changed = changed or models != provider.models or info != provider.info
+            provider.models, provider.info = models, info
+        return changed
 
     @classmethod
     def load(cls, settings: Settings, providers: Sequence[ProviderSpec] | None = None) -> Catalog:
@@ -68,6 +87,7 @@ class Catalog:
                 models=tuple(provider.models),
                 availability=provider.check(),
                 retired=provider.retired_models(),
+                inputs={key: model.inputs for key, model in provider.models.items()},
             )
             for name, provider in self.providers.items()
         )

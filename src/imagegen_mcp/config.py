@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -18,6 +17,7 @@ from typing import Any, Literal, Self, TypeVar
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
+from imagegen_mcp.config_file import CONFIG_FILE_VARIABLE, ConfigFile, ModelEntry, read_config_file
 from imagegen_mcp.errors import ConfigError
 
 FallbackMode = Literal["auto", "strict"]
@@ -26,7 +26,11 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 #: Environment variables whose values are never shown anywhere (logs, errors, results, resources).
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$")
-CONFIG_FILE_VARIABLE = "IMAGEGEN_CONFIG"
+
+
+def default_config_file() -> Path:
+    """Read when neither ``--config`` nor IMAGEGEN_CONFIG names a file, if it exists."""
+    return platformdirs.user_config_path("imagegen-mcp", appauthor=False) / "config.toml"
 
 
 def default_output_dir() -> Path:
@@ -82,6 +86,14 @@ class Settings(EnvSettings):
     preview_max_px: int = Field(384, ge=64, le=2048, alias="IMAGEGEN_PREVIEW_MAX_PX")
     preview_format: PreviewFormat = Field("webp", alias="IMAGEGEN_PREVIEW_FORMAT")
     request_timeout_s: float = Field(120.0, gt=0, le=3600, alias="IMAGEGEN_TIMEOUT_S")
+    #: How long generate_image and get_job wait for a job before answering with its handle.
+    wait_s: float = Field(40.0, ge=0, le=300, alias="IMAGEGEN_WAIT_S")
+    db_path: Path | None = Field(None, alias="IMAGEGEN_DB")
+    daily_budget_usd: float | None = Field(None, ge=0, alias="IMAGEGEN_DAILY_BUDGET_USD")
+    #: Folders whose images an edit may read by path, besides the output folder.
+    input_dirs: tuple[Path, ...] = Field((), alias="IMAGEGEN_INPUT_DIRS")
+    max_input_mb: float = Field(20.0, gt=0, le=1024, alias="IMAGEGEN_MAX_INPUT_MB")
+    allow_url_inputs: bool = Field(False, alias="IMAGEGEN_ALLOW_URL_INPUTS")
     auth_token: SecretStr | None = Field(None, alias="IMAGEGEN_AUTH_TOKEN")
     log_level: LogLevel = Field("INFO", alias="IMAGEGEN_LOG_LEVEL")
     #: ``provider:key=vendor id`` pairs: catalog entries pointed at another vendor model id (a retired one's
@@ -89,11 +101,30 @@ class Settings(EnvSettings):
     model_ids: dict[str, str] = Field(default_factory=dict, alias="IMAGEGEN_MODEL_IDS")
 
     _environ: Mapping[str, str] = PrivateAttr(default_factory=dict)
+    _file: ConfigFile | None = PrivateAttr(default=None)
+    #: What :meth:`load` was given, for :meth:`reread` (``None``: not loaded, nothing to read again).
+    _source: tuple[Mapping[str, str] | None, Path | None] | None = PrivateAttr(default=None)
 
     @field_validator("provider_order", mode="before")
     @classmethod
     def _parse_order(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("input_dirs", mode="before")
+    @classmethod
+    def _parse_paths(cls, value: Any) -> Any:
+        """A path list, separated as the platform's PATH is (``:``, or ``;`` on Windows)."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(os.pathsep) if part.strip())
+        return value
+
+    @field_validator("input_dirs", mode="after")
+    @classmethod
+    def _absolute_dirs(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        relative = [path for path in value if not path.expanduser().is_absolute()]
+        if relative:
+            raise ValueError(f"folders must be absolute paths: {', '.join(map(str, relative))}")
+        return tuple(path.expanduser().resolve() for path in value)
 
     @field_validator("model_ids", mode="before")
     @classmethod
@@ -115,20 +146,46 @@ class Settings(EnvSettings):
             return value
         return value.upper() if value.lower() in {"debug", "info", "warning", "error"} else value.lower()
 
-    @field_validator("output_dir", mode="after")
+    @field_validator("output_dir", "db_path", mode="after")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, config_file: Path | None = None) -> Settings:
-        """Read settings: the TOML file's keys (environment variable names) first, the environment over it."""
+        """Read settings: the TOML file's keys (environment variable names) first, the environment over it.
+
+        The file is ``config_file``, else IMAGEGEN_CONFIG's, else (for the process's own environment only, so
+        that an explicit ``environ`` stays hermetic) :func:`default_config_file` when it exists.
+        """
         env = dict(os.environ if environ is None else environ)
         path = config_file or (Path(env[CONFIG_FILE_VARIABLE]) if env.get(CONFIG_FILE_VARIABLE) else None)
-        merged = {**_read_toml(path), **env} if path else env
+        if path is None and environ is None and default_config_file().is_file():
+            path = default_config_file()
+        file = read_config_file(path.expanduser()) if path else None
+        merged = {**file.settings, **env} if file else env
         settings = cls.from_environ(merged)
         settings._environ = merged
+        settings._file = file
+        settings._source = (None if environ is None else dict(environ), config_file)
         return settings
+
+    def reread(self) -> Settings:
+        """The settings as :meth:`load` would give them now, from the same sources (the config file read again:
+        a SIGHUP reload)."""
+        return self if self._source is None else Settings.load(*self._source)
+
+    @property
+    def config_file(self) -> ConfigFile | None:
+        return self._file
+
+    def model_entries(self, provider: str) -> tuple[ModelEntry, ...]:
+        """The config file's ``[[models.<provider>]]`` entries (the provider validates them)."""
+        return self._file.models.get(provider, ()) if self._file else ()
+
+    def provider_table(self, provider: str) -> Mapping[str, Any]:
+        """The config file's ``[providers.<provider>]`` table."""
+        return self._file.providers.get(provider, {}) if self._file else {}
 
     def model_ids_of(self, provider: str) -> dict[str, str]:
         """The vendor model ids ``IMAGEGEN_MODEL_IDS`` sets for ``provider``'s models, by model key."""
@@ -146,19 +203,3 @@ class Settings(EnvSettings):
         """Every configured secret value, longest first, for redaction."""
         values = {value for name, value in self._environ.items() if _SECRET_NAME.search(name) and value}
         return sorted(values, key=len, reverse=True)
-
-
-def _read_toml(path: Path) -> dict[str, str]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{CONFIG_FILE_VARIABLE}: cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{CONFIG_FILE_VARIABLE}: {path} is not valid TOML: {exc}") from None
-    bad = [key for key, value in data.items() if isinstance(value, dict | list)]
-    if bad:
-        raise ConfigError(
-            f"{CONFIG_FILE_VARIABLE}: {path} must hold flat KEY = value pairs named like the environment "
-            f"variables; found tables or lists at {', '.join(bad)}"
-        )
-    return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in data.items()}

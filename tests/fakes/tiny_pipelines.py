@@ -414,6 +414,27 @@ def ensure_tiny_pipelines(root: Path) -> TinyPipelines:
     return tiny
 
 
+def write_tiny_lora(tiny: TinyPipelines, folder: Path, seed: int = 1) -> Path:
+    """A LoRA for the tiny SDXL UNet with random (non-zero) weights, saved as diffusers saves LoRAs: it changes
+    what the model makes, as a real one does."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(tiny.folder("sdxl"), subfolder="unet")  # type: ignore[no-untyped-call]
+    config = LoraConfig(r=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    unet.add_adapter(config)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))  # type: ignore[no-untyped-call]
+    # Strong enough to change the tiny model's pictures plainly (the file carries no alpha, so scale is 1).
+    layers = {name: weight * 10 if ".up." in name else weight for name, weight in layers.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionXLPipeline.save_lora_weights(folder, unet_lora_layers=layers, weight_name="tiny_lora.safetensors")
+    return folder / "tiny_lora.safetensors"
+
+
 def tiny_environ(tiny: TinyPipelines) -> dict[str, str]:
     """Settings under which the tiny test models are available: the CPU and the tiny hub cache."""
     return {

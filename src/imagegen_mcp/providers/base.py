@@ -17,15 +17,18 @@ import functools
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 
 import anyio.to_thread
 import pybase64
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import ConfigError, ModelRetiredError, ProviderError
+from imagegen_mcp.inputs import InputImage
+from imagegen_mcp.storage import URI_PREFIX
 
 MODEL_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 #: The largest seed any provider takes (a signed 32-bit integer, what the vendors accept).
@@ -48,6 +51,80 @@ class ProviderInfo:
     default_model: str
     #: Lower runs earlier when the resolver orders providers; ties are broken by name.
     priority: int
+    #: Whether its images cost money (so IMAGEGEN_DAILY_BUDGET_USD applies to it).
+    paid: bool = True
+
+
+class ImageInputs(BaseModel):
+    """What a model can do with input images (shown by ``list_models``; the resolver plans by it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Starts from an input image and moves away from it by a strength.
+    image_to_image: bool = False
+    #: Repaints only where a mask is white.
+    inpaint: bool = False
+    #: Edits an input image by an instruction ("make the sky darker").
+    instruction_edit: bool = False
+    #: Style or subject references it takes besides the image to edit.
+    max_reference_images: int = Field(0, ge=0, le=16)
+
+    def refusal(self, needs: EditNeeds) -> str | None:
+        """Why this model cannot serve an edit that needs ``needs``, or ``None`` when it can."""
+        if not (self.image_to_image or self.instruction_edit):
+            return "takes no input image"
+        if needs.mask and not self.inpaint:
+            return "cannot inpaint with a mask"
+        if needs.references > self.max_reference_images:
+            if not self.max_reference_images:
+                return "takes no reference images"
+            return f"takes at most {self.max_reference_images} reference images"
+        return None
+
+
+@dataclass(frozen=True)
+class EditNeeds:
+    """What an edit request uses, for planning: a mask, and how many reference images."""
+
+    mask: bool
+    references: int
+
+    def describe(self) -> str:
+        parts = ["edit an image"]
+        if self.mask:
+            parts.append("inpaint with a mask")
+        if self.references:
+            parts.append(f"take {self.references} reference image(s)")
+        return ", ".join(parts)
+
+    def simpler(self) -> list[str]:
+        """The steps that ask for less, when no model here can do all of it."""
+        steps = ["Drop the mask: without one, the edit applies to the whole image"] if self.mask else []
+        if self.references:
+            steps.append("Pass fewer reference images, or none (list_models shows what each model takes)")
+        return steps or ["Call list_models: its inputs show which models edit images"]
+
+
+class LoraSpec(BaseModel):
+    """A LoRA to apply, by the vendor's id or a local file, at a weight."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(
+        None, description="Runware: its AIR id; local models: 'org/repo/file.safetensors' on Hugging Face."
+    )
+    path: Path | None = Field(None, description="Local models: a .safetensors file on this machine.")
+    weight: float = Field(1.0, ge=-4, le=4)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.model is None) == (self.path is None):
+            raise ValueError("give a LoRA's model id or its path, not both and not neither")
+        return self
+
+    @property
+    def label(self) -> str:
+        return str(self.model or self.path)
 
 
 class ModelCapabilities(BaseModel):
@@ -61,6 +138,8 @@ class ModelCapabilities(BaseModel):
     default_guidance: float | None
     aspect_ratios: list[str]
     size_multiple: int
+    inputs: ImageInputs
+    supports_loras: bool
 
 
 class ModelConfig(BaseModel):
@@ -83,6 +162,13 @@ class ModelConfig(BaseModel):
     default_negative_prompt: str | None = None
     #: The aspect ratios a ratio-based model accepts (``W:H``); empty for models that take pixel sizes.
     aspect_ratios: tuple[str, ...] = ()
+    #: What it does with input images (none by default).
+    inputs: ImageInputs = ImageInputs()
+    #: How far an image-to-image edit moves from the input when the request does not say (0-1).
+    default_strength: float = Field(0.75, ge=0, le=1)
+    supports_loras: bool = False
+    #: LoRAs applied unless a request names its own.
+    loras: tuple[LoraSpec, ...] = ()
 
     #: The field holding the id the vendor knows the model by (``IMAGEGEN_MODEL_IDS`` can change it).
     vendor_id_field: ClassVar[str | None] = None
@@ -95,6 +181,8 @@ class ModelConfig(BaseModel):
     def _defaults_fit(self) -> Self:
         if max(self.default_width, self.default_height) > self.max_resolution:
             raise ValueError(f"default size {self.default_width}x{self.default_height} exceeds max_resolution")
+        if self.loras and not self.supports_loras:
+            raise ValueError("loras: this model takes no LoRAs (supports_loras is false)")
         return self
 
     def capabilities(self) -> ModelCapabilities:
@@ -107,10 +195,43 @@ class ModelConfig(BaseModel):
             default_guidance=self.default_guidance,
             aspect_ratios=list(self.aspect_ratios),
             size_multiple=self.size_multiple,
+            inputs=self.inputs,
+            supports_loras=self.supports_loras,
         )
 
 
 M = TypeVar("M", bound=ModelConfig)
+
+#: What an edit does, as its provenance records it.
+EditOperation = Literal["image_to_image", "inpaint", "instruction_edit"]
+
+
+@dataclass(frozen=True)
+class EditInputs:
+    """The checked input images of an edit, resolved for the model that runs it."""
+
+    operation: EditOperation
+    image: InputImage
+    #: Greyscale PNG of the image's size: white repaints, black keeps.
+    mask: InputImage | None = None
+    references: tuple[InputImage, ...] = ()
+    #: For image-to-image and inpainting: how far from the input to go (0 keeps it, 1 ignores it).
+    strength: float | None = None
+
+    def records(self) -> list[dict[str, Any]]:
+        """Each input image as provenance names it: its argument, its id and URI when stored here, its hash."""
+        images = [self.image, *([self.mask] if self.mask is not None else []), *self.references]
+        return [
+            {
+                "argument": image.argument,
+                "image_id": image.image_id,
+                "uri": URI_PREFIX + image.image_id if image.image_id else None,
+                "sha256": image.sha256,
+                "width": image.width,
+                "height": image.height,
+            }
+            for image in images
+        ]
 
 
 class GenerationRequest(BaseModel):
@@ -129,6 +250,9 @@ class GenerationRequest(BaseModel):
     #: Seed of the first image; image ``i`` uses :meth:`seed_of` ``(i)`` unless the provider reports otherwise.
     seed: int = Field(ge=0, le=MAX_SEED)
     count: int = Field(ge=1, le=4)
+    #: The input images when the request is an edit.
+    edit: EditInputs | None = None
+    loras: tuple[LoraSpec, ...] = ()
 
     def seed_of(self, index: int) -> int:
         return seed_at(self.seed, index)
@@ -183,6 +307,9 @@ class ProviderResult:
     #: What the provider changed about the request, in words an agent can pass on (e.g. a size mapping).
     adjustments: Sequence[str] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: The size the provider asked its backend for when it is not the request's (a tier's, say), so that only
+    #: an image of yet another size is reported as a surprise.
+    size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -265,28 +392,94 @@ class ImageProvider(ABC, Generic[M]):
     """
 
     info: ProviderInfo
+    #: The provider's model config class, which validates the config file's entries for it (by default, the
+    #: class of its first built-in model).
+    model_type: ClassVar[type[ModelConfig] | None] = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        #: Every model this provider serves, by key.
-        self.models: dict[str, M] = registry(self._with_vendor_ids(self.builtin_models()))
+        #: Every model this provider serves, by key: the built-ins, changed or joined by the config file's.
+        self.models: dict[str, M] = {}
+        #: ``info`` as the provider declares it, before the config file's default model.
+        self.declared_info = self.info
+        self.load_models(settings)
+
+    def load_models(self, settings: Settings) -> None:
+        """Build :attr:`models` and the default model from ``settings``."""
+        self.models, self.info = self.models_for(settings)
+
+    def models_for(self, settings: Settings) -> tuple[dict[str, M], ProviderInfo]:
+        """The models and the provider info ``settings`` give (built-ins, the config file's entries, the
+        default model of ``[providers.<name>]``), changing nothing: a reload applies them only when every
+        provider accepts its own."""
+        info = self.declared_info
+        models = registry(self._with_vendor_ids(self.user_models(self.builtin_models(), settings), settings))
+        default = settings.provider_table(info.name).get("default_model")
+        if default is None:
+            return models, info
+        if default not in models:
+            file = settings.config_file
+            raise ConfigError(
+                f"{file.path if file else 'config'}: [providers.{info.name}]: default_model: {default!r} is not a "
+                f"model of {info.name}; its models are {', '.join(sorted(models))}"
+            )
+        return models, replace(info, default_model=str(default))
 
     @abstractmethod
     def builtin_models(self) -> Sequence[M]:
         """The models that come with the provider."""
 
+    def user_models(self, builtins: Sequence[M], settings: Settings) -> list[M]:
+        """``builtins`` with the config file's entries for this provider: an entry with a built-in's key changes
+        that model's fields, any other is a new model. Each is validated by :attr:`model_type`."""
+        entries = settings.model_entries(self.declared_info.name)
+        if not entries:
+            return list(builtins)
+        model_type = self.model_type or (type(builtins[0]) if builtins else None)
+        if model_type is None:
+            raise ConfigError(f"{entries[0].where}: {self.declared_info.name} takes no models from the config file")
+        models = {model.key: model for model in builtins}
+        for entry in entries:
+            base = models.get(entry.key)
+            known = base.model_dump(exclude_unset=True) if base is not None else self.new_model_defaults(entry.fields)
+            fields = {**known, **entry.fields}
+            try:
+                model = cast(M, model_type.model_validate(fields))
+            except ValidationError as exc:
+                raise ConfigError(_entry_problem(entry.where, exc, model_type)) from None
+            problem = self.check_user_model(model)
+            if problem is not None:
+                raise ConfigError(f"{entry.where}: {problem}")
+            models[model.key] = model
+        return list(models.values())
+
+    def new_model_defaults(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """What a config entry for a new model gets unless it says otherwise (built-ins spell everything out):
+        its key as its name, and what providers add for the fields their backend needs, from ``fields``."""
+        return {"display_name": str(fields.get("key", ""))}
+
+    def lora_problem(self, lora: LoraSpec) -> str | None:
+        """Why this provider cannot apply ``lora`` (a path where it takes vendor ids, a file that is not
+        there...), or ``None``. Cheap: no network."""
+        return None
+
+    def check_user_model(self, model: M) -> str | None:
+        """What is wrong with a model from the config file beyond its fields' own rules (a path that does not
+        exist, say), as ``field: problem``; ``None`` when nothing is."""
+        return None
+
     def retired_models(self) -> Mapping[str, RetiredModel]:
         """Names a request may still use although the vendor retired them (old keys, old vendor ids)."""
         return {}
 
-    def _with_vendor_ids(self, models: Sequence[M]) -> list[M]:
+    def _with_vendor_ids(self, models: Sequence[M], settings: Settings) -> list[M]:
         """``models`` with the vendor ids ``IMAGEGEN_MODEL_IDS`` sets for them."""
-        ids = self.settings.model_ids_of(self.info.name)
+        ids = settings.model_ids_of(self.declared_info.name)
         keys = {model.key for model in models}
         unknown = sorted(set(ids) - keys)
         if unknown:
             raise ConfigError(
-                f"IMAGEGEN_MODEL_IDS: {self.info.name} has no model {', '.join(unknown)}; its models are "
+                f"IMAGEGEN_MODEL_IDS: {self.declared_info.name} has no model {', '.join(unknown)}; its models are "
                 f"{', '.join(sorted(keys))}"
             )
         changed = []
@@ -295,7 +488,9 @@ class ImageProvider(ABC, Generic[M]):
                 changed.append(model)
                 continue
             if model.vendor_id_field is None:
-                raise ConfigError(f"IMAGEGEN_MODEL_IDS: {self.info.name}:{model.key} has no vendor model id to set")
+                raise ConfigError(
+                    f"IMAGEGEN_MODEL_IDS: {self.declared_info.name}:{model.key} has no vendor model id to set"
+                )
             changed.append(model.model_copy(update={model.vendor_id_field: ids[model.key]}))
         return changed
 
@@ -359,6 +554,18 @@ class ImageProvider(ABC, Generic[M]):
     async def aclose(self) -> None:
         """Release connections or pipelines opened by :meth:`generate`."""
         return None
+
+
+def _entry_problem(where: str, exc: ValidationError, model_type: type[ModelConfig]) -> str:
+    """One line per problem of a config entry: the field, what is wrong, what is allowed."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field_name = ".".join(str(part) for part in error["loc"]) or "entry"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message += f" (the fields of a {model_type.__name__}: {', '.join(model_type.model_fields)})"
+        problems.append(f"{field_name}: {message}")
+    return f"{where}: " + "; ".join(problems)
 
 
 def missing_modules(*modules: str) -> list[str]:

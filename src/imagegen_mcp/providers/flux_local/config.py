@@ -9,7 +9,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imagegen_mcp.config import EnvSettings
-from imagegen_mcp.providers.base import ModelConfig
+from imagegen_mcp.providers.base import ImageInputs, ModelConfig
 
 DeviceChoice = Literal["auto", "cuda", "mps", "cpu"]
 PipelineType = Literal["sdxl", "sd"]
@@ -64,6 +64,9 @@ class FluxModelConfig(ModelConfig):
     default_guidance: float = Field(ge=0, le=30)
     supports_negative_prompt: bool = True
     max_resolution: int = 1536
+    #: Image-to-image and inpainting come from the same weights (``from_pipe``); references need an adapter.
+    inputs: ImageInputs = ImageInputs(image_to_image=True, inpaint=True)
+    supports_loras: bool = True
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -84,6 +87,26 @@ class FluxModelConfig(ModelConfig):
     def base_repo(self) -> str:
         return self.base_repo_id or BASE_REPOS[self.pipeline]
 
+
+#: What a config entry for a new model of each pipeline type gets unless it says otherwise: the base model's
+#: own scheduler (an empty override) and the step count, guidance and size its model card recommends.
+NEW_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sdxl": {
+        "scheduler": {"class_name": "EulerDiscreteScheduler"},
+        "default_steps": 30,
+        "default_guidance": 5.0,
+        "default_width": 1024,
+        "default_height": 1024,
+    },
+    "sd": {
+        "scheduler": {"class_name": "PNDMScheduler"},
+        "default_steps": 30,
+        "default_guidance": 7.5,
+        "default_width": 512,
+        "default_height": 512,
+        "max_resolution": 1024,
+    },
+}
 
 _LIGHTNING_SCHEDULER = SchedulerConfig(
     class_name="EulerDiscreteScheduler", config={"timestep_spacing": "trailing", "prediction_type": "epsilon"}

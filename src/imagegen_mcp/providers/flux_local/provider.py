@@ -19,8 +19,8 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
@@ -32,15 +32,21 @@ from imagegen_mcp.errors import GenerationCancelledError
 from imagegen_mcp.providers.base import (
     GenerationRequest,
     ImageProvider,
+    LoraSpec,
     Progress,
     ProviderInfo,
     ProviderResult,
     Requirement,
     missing_modules,
 )
-from imagegen_mcp.providers.flux_local.config import FLUX_LOCAL_MODELS, FluxLocalSettings, FluxModelConfig
+from imagegen_mcp.providers.flux_local.config import (
+    FLUX_LOCAL_MODELS,
+    NEW_MODEL_DEFAULTS,
+    FluxLocalSettings,
+    FluxModelConfig,
+)
 from imagegen_mcp.providers.flux_local.queue import DeviceQueue
-from imagegen_mcp.providers.flux_local.weights import WeightsLocator
+from imagegen_mcp.providers.flux_local.weights import WeightsLocator, lora_problem
 
 if TYPE_CHECKING:
     from imagegen_mcp.providers.flux_local.pipeline import DevicePipelines, Generation, Report, ShouldStop
@@ -68,6 +74,7 @@ class FluxLocalProvider(ImageProvider[FluxModelConfig]):
         description="SDXL-class models run locally with diffusers: private, no per-image cost; needs a GPU.",
         default_model="lightning_4step",
         priority=2,
+        paid=False,
     )
 
     def __init__(self, settings: Settings) -> None:
@@ -122,6 +129,20 @@ class FluxLocalProvider(ImageProvider[FluxModelConfig]):
         if problem is None:
             return []
         return [Requirement(met=False, reason=f"weights not on this machine: {problem.reason}", steps=problem.steps)]
+
+    def new_model_defaults(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().new_model_defaults(fields), **NEW_MODEL_DEFAULTS.get(str(fields.get("pipeline")), {})}
+
+    def check_user_model(self, model: FluxModelConfig) -> str | None:
+        for name in ("path", "base_path"):
+            path = getattr(model, name)
+            if path is not None and not path.exists():
+                return f"{name}: {path} does not exist"
+        problems = [f"loras: {lora.label}: {problem}" for lora in model.loras if (problem := lora_problem(lora))]
+        return problems[0] if problems else None
+
+    def lora_problem(self, lora: LoraSpec) -> str | None:
+        return lora_problem(lora)
 
     def timeout_s(self, default: float) -> float:
         """Waiting for the device and a first load from disk count against a request's time too, and on the
