@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import ConfigError
+from imagegen_mcp.server.gallery import add_gallery_route
 
 HttpTransport = Literal["sse", "streamable-http"]
 
@@ -73,17 +74,16 @@ def http_app(server: MCPServer[Any], settings: Settings, transport: HttpTranspor
     if transport == "sse":
         app = server.sse_app(transport_security=security, host=host)
     else:
+        add_gallery_route(server, security)  # the viewer and gallery page for people, under the same checks
         app = server.streamable_http_app(transport_security=security, host=host)
     return BearerTokenMiddleware(app, token) if token else app
 
 
-async def serve_http(
-    server: MCPServer[Any], settings: Settings, transport: HttpTransport, host: str, port: int, stop_grace_s: float
-) -> None:
-    """Serve until SIGINT or SIGTERM; open requests and streams then get ``stop_grace_s`` to finish."""
+async def serve_http(app: ASGIApp, settings: Settings, host: str, port: int, stop_grace_s: float) -> None:
+    """Serve :func:`http_app`'s ``app`` until SIGINT or SIGTERM; open requests and streams then get
+    ``stop_grace_s`` to finish."""
     import uvicorn
 
-    app = http_app(server, settings, transport, host)
     config = uvicorn.Config(
         app,
         host=host,
