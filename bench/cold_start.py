@@ -29,6 +29,7 @@ async def time_start(parameters: StdioServerParameters) -> float:
 async def main(runs: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env["IMAGEGEN_OUTPUT_DIR"] = tempfile.mkdtemp()
+    env["IMAGEGEN_DB"] = env["IMAGEGEN_OUTPUT_DIR"] + "/history.sqlite3"
     servers = {
         "imagegen-mcp": StdioServerParameters(command=sys.executable, args=["-m", "imagegen_mcp"], env=env),
         "bare MCPServer": StdioServerParameters(command=sys.executable, args=["-m", "bench.bare_server"], env=env),

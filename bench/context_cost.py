@@ -45,7 +45,8 @@ def wire_size(value: Any) -> int:
 async def result_row(side: int, preview_format: str) -> list[object]:
     settings = Settings.load(
         {
-            "IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp(),
+            "IMAGEGEN_OUTPUT_DIR": (folder := tempfile.mkdtemp()),
+            "IMAGEGEN_DB": f"{folder}/history.sqlite3",
             "IMAGEGEN_PREVIEW_MAX_PX": str(side),
             "IMAGEGEN_PREVIEW_FORMAT": preview_format,
         }
@@ -76,7 +77,8 @@ async def result_row(side: int, preview_format: str) -> list[object]:
 
 
 async def tools_rows() -> tuple[list[list[object]], int, int]:
-    settings = Settings.load({"IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp()})
+    folder = tempfile.mkdtemp()
+    settings = Settings.load({"IMAGEGEN_OUTPUT_DIR": folder, "IMAGEGEN_DB": f"{folder}/history.sqlite3"})
     async with Client(build_server(settings)) as client:
         tools = (await client.list_tools()).tools
     rows: list[list[object]] = []

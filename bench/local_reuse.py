@@ -58,7 +58,10 @@ def direct_pipeline(folder: Path, size: int) -> tuple[float, Callable[[int], Non
 
 async def main(runs: int, size: int) -> None:
     tiny = ensure_tiny_pipelines(Path(tempfile.gettempdir()) / "imagegen-bench-tiny")
-    settings = Settings.load({**tiny_environ(tiny), "IMAGEGEN_OUTPUT_DIR": tempfile.mkdtemp()})
+    folder = tempfile.mkdtemp()
+    settings = Settings.load(
+        {**tiny_environ(tiny), "IMAGEGEN_OUTPUT_DIR": folder, "IMAGEGEN_DB": f"{folder}/history.sqlite3"}
+    )
     arguments = {"prompt": "a lighthouse", "model": "tiny_sdxl", "width": size, "height": size, "steps": STEPS}
     direct_load, direct = direct_pipeline(tiny.folder("sdxl"), size)
     samples: dict[str, list[float]] = {"direct": [], "server": []}

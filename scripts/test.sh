@@ -18,6 +18,11 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
 "$VENV/bin/python" -m pip install -q -e '.[all,test]'
+# Headless Chromium for the browser tests: Playwright drives the system's (its own download cannot run here).
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 "$VENV/bin/python" -m ruff check .
 "$VENV/bin/python" -m ruff format --check .
 "$VENV/bin/python" -m mypy

@@ -8,7 +8,7 @@ import pytest
 
 from imagegen_mcp.config import Settings
 from tests.fakes.gemini_server import GEMINI_KEY, FakeGeminiServer
-from tests.fakes.runware_server import FakeRunwareServer
+from tests.fakes.runware_api import FakeRunwareAPI
 
 if TYPE_CHECKING:
     from tests.fakes.tiny_pipelines import TinyPipelines
@@ -24,7 +24,13 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings from an explicit environment only (never the developer's), with a private output folder."""
 
     def make(**environ: str) -> Settings:
-        return Settings.load({"IMAGEGEN_OUTPUT_DIR": str(tmp_path / "images"), **environ})
+        return Settings.load(
+            {
+                "IMAGEGEN_OUTPUT_DIR": str(tmp_path / "images"),
+                "IMAGEGEN_DB": str(tmp_path / "history.sqlite3"),
+                **environ,
+            }
+        )
 
     return make
 
@@ -37,9 +43,9 @@ def api() -> Iterator[FakeGeminiServer]:
 
 
 @pytest.fixture
-def runware() -> Iterator[FakeRunwareServer]:
-    """The loopback Runware API, accepting only its default key."""
-    with FakeRunwareServer() as server:
+def runware() -> Iterator[FakeRunwareAPI]:
+    """The loopback Runware API (WebSocket and REST on one port), accepting only its default key."""
+    with FakeRunwareAPI() as server:
         yield server
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ PROVIDER_VARIABLES = ("RUNWARE_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "FL
 
 
 def clean_environ(**extra: str) -> dict[str, str]:
+    """This process's environment without provider or server settings, plus ``extra``. The history database
+    is private to the caller: beside ``IMAGEGEN_OUTPUT_DIR`` when that is given, else in a new folder."""
     environ = {k: v for k, v in os.environ.items() if k not in PROVIDER_VARIABLES and not k.startswith("IMAGEGEN_")}
+    if "IMAGEGEN_DB" not in extra:
+        output = extra.get("IMAGEGEN_OUTPUT_DIR")
+        folder = Path(output) if output else Path(tempfile.mkdtemp(prefix="imagegen-test-"))
+        extra = {**extra, "IMAGEGEN_DB": str(folder.with_name(folder.name + "-history.sqlite3"))}
     return {**environ, **extra}
 
 

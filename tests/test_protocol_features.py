@@ -125,6 +125,10 @@ async def test_resources_and_templates_are_described(make_settings: Callable[...
     assert {template.uri_template for template in templates} == {
         "imagegen://providers/{name}",
         "imagegen://images/{image_id}",
+        "imagegen://images/{image_id}/thumbnail",
+        "imagegen://images/{image_id}/details",
+        "imagegen://generations/{job_id}",
+        "imagegen://jobs/{job_id}",
     }
     for resource in resources:
         assert resource.description and resource.title

@@ -32,7 +32,16 @@ WITH_PALETTE: list[ProviderSpec] = [*BUILTINS, PaletteProvider, BackupPalettePro
 async def test_tools_are_listed_with_schemas(make_settings: Callable[..., Settings]) -> None:
     async with Client(build_server(make_settings(), BUILTINS)) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"list_providers", "list_models", "generate_image"}
+    assert set(tools) == {
+        "list_providers",
+        "list_models",
+        "generate_image",
+        "edit_image",
+        "get_job",
+        "cancel_job",
+        "search_images",
+        "delete_image",
+    }
     schema = tools["generate_image"].input_schema
     assert schema["required"] == ["prompt"]
     assert schema["properties"]["prompt"]["minLength"] == 1
@@ -45,7 +54,7 @@ async def test_tools_are_listed_with_schemas(make_settings: Callable[..., Settin
     }
     assert schema["additionalProperties"] is False
     assert "aspect_ratio" in schema["properties"] and "fallback" in schema["properties"]
-    for name in ("list_providers", "list_models"):
+    for name in ("list_providers", "list_models", "search_images", "get_job"):
         annotations = tools[name].annotations
         assert annotations is not None and annotations.read_only_hint and annotations.idempotent_hint
     creating = tools["generate_image"].annotations

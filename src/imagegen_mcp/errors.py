@@ -8,11 +8,20 @@ next candidate is decided here, in one place (:attr:`ImageGenError.allows_fallba
 
 from __future__ import annotations
 
+import errno
+import logging
+import secrets
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+#: The setting that moves the output folder (named in storage errors).
+OUTPUT_DIR_VARIABLE = "IMAGEGEN_OUTPUT_DIR"
 
 
 class ErrorCode(StrEnum):
@@ -28,7 +37,11 @@ class ErrorCode(StrEnum):
     PROVIDER_TIMEOUT = "provider_timeout"
     PROVIDER_ERROR = "provider_error"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    NOT_FOUND = "not_found"
+    BUDGET_EXCEEDED = "budget_exceeded"
     OUT_OF_MEMORY = "out_of_memory"
+    STORAGE_ERROR = "storage_error"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -188,14 +201,74 @@ class GenerationCancelledError(ImageGenError):
     code = ErrorCode.CANCELLED
 
 
+class JobInterruptedError(ImageGenError):
+    """The server stopped (or was killed) while the job ran; its saved images stay in the history."""
+
+    code = ErrorCode.INTERRUPTED
+    default_retryable = True
+
+
+class NotFoundError(ImageGenError):
+    """No job or image has this id."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class BudgetExceededError(ImageGenError):
+    """A paid generation would pass IMAGEGEN_DAILY_BUDGET_USD; another paid provider is not tried instead."""
+
+    code = ErrorCode.BUDGET_EXCEEDED
+
+
 class OutOfMemoryError(ImageGenError):
     code = ErrorCode.OUT_OF_MEMORY
     default_retryable = True
     triggers_fallback = True
 
 
+class StorageError(ImageGenError):
+    """The images could not be saved in the output folder (none of the call's images is kept)."""
+
+    code = ErrorCode.STORAGE_ERROR
+
+
 class InternalError(ImageGenError):
     code = ErrorCode.INTERNAL_ERROR
+
+
+def internal_error(what: str, exc: BaseException) -> InternalError:
+    """An error of this server's own (a bug): logged with its traceback under a request id that the agent's
+    error names, so that the log line can be found."""
+    request_id = secrets.token_hex(4)
+    logger.error("%s [request %s]", what, request_id, exc_info=exc)
+    return InternalError(
+        f"{what}; this is a bug of the server, logged on its stderr as request {request_id}.",
+        remediation=[f"Look for 'request {request_id}' in the server log (stderr) and report it with that entry"],
+        retryable=True,
+        details={"request_id": request_id},
+    )
+
+
+def storage_error(folder: Path, exc: OSError) -> StorageError:
+    """What the output folder refused, with the folder, the system's reason and how to fix it."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        steps = [
+            f"Free space on the disk that holds {folder}",
+            f"Or set {OUTPUT_DIR_VARIABLE} to a folder on another disk",
+        ]
+    else:
+        steps = [
+            f"Make {folder} a folder this server's user can write to",
+            f"Or set {OUTPUT_DIR_VARIABLE} to one, in the server's environment (the 'env' block of the MCP client "
+            "config)",
+        ]
+    return StorageError(
+        f"The images could not be saved in {folder}: {reason}; none of this call's images was kept.",
+        remediation=steps,
+        retryable=exc.errno in (errno.ENOSPC, errno.EDQUOT),
+        details={"folder": str(folder), "errno": errno.errorcode.get(exc.errno or 0), "variable": OUTPUT_DIR_VARIABLE},
+    )
 
 
 class PlanFailedError(ImageGenError):

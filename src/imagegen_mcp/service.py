@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -23,17 +23,26 @@ from imagegen_mcp.catalog import Catalog
 from imagegen_mcp.config import FallbackMode, Settings
 from imagegen_mcp.errors import (
     Attempt,
+    BudgetExceededError,
     ConfigError,
     ErrorCode,
     ImageGenError,
-    InternalError,
+    InvalidRequestError,
     NoProviderAvailableError,
     PlanFailedError,
+    ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    internal_error,
+    storage_error,
 )
+from imagegen_mcp.images import UnusableImageError
+from imagegen_mcp.inputs import InputImage, InputPolicy, InputResolver
 from imagegen_mcp.providers.base import (
     MAX_SEED,
+    EditInputs,
+    EditNeeds,
+    EditOperation,
     GeneratedImage,
     GenerationRequest,
     ImageProvider,
@@ -41,13 +50,22 @@ from imagegen_mcp.providers.base import (
     Progress,
     ProviderResult,
 )
-from imagegen_mcp.requests import ImageRequest, fit_request
+from imagegen_mcp.redaction import Redactor
+from imagegen_mcp.requests import EditImageArgs, ImageRequest, fit_request
 from imagegen_mcp.resolver import Candidate, Plan, ProviderState
-from imagegen_mcp.storage import ImageStore, StoredImage
+from imagegen_mcp.storage import CheckedImage, ImageStore, StoredImage, check_image
 
 logger = logging.getLogger(__name__)
 
-RECENT_LIMIT = 50
+#: How much of a provider's error message an attempt keeps: enough for the cause, never a vendor's whole reply.
+MAX_REASON_CHARS = 300
+
+
+class Budget(Protocol):
+    """Decides whether a paid provider may run a request now (see :class:`imagegen_mcp.jobs.DailyBudget`)."""
+
+    async def refusal(self, provider: str, model_id: str, count: int) -> str | None:
+        """Why the request would pass the budget, or ``None`` when it may run."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,8 @@ class _Run:
 
     attempt: Attempt
     output: ProviderResult | None = None
+    #: The output's images, decoded and found usable (in the same order).
+    checked: tuple[CheckedImage, ...] = ()
     error: ImageGenError | None = None
     request: GenerationRequest | None = None
     adjustments: tuple[str, ...] = ()
@@ -99,11 +119,20 @@ def _describe_request(request: ImageRequest) -> str:
 
 
 class ImageService:
-    def __init__(self, settings: Settings, catalog: Catalog, store: ImageStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, store: ImageStore | None = None, budget: Budget | None = None
+    ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.store = store or ImageStore(settings.output_dir, settings.preview_max_px, settings.preview_format)
-        self.recent: deque[GenerationResult] = deque(maxlen=RECENT_LIMIT)
+        self.redactor = Redactor(settings.secrets())
+        self.budget = budget
+        policy = InputPolicy(
+            roots=(settings.output_dir, *settings.input_dirs),
+            max_bytes=int(settings.max_input_mb * 1024 * 1024),
+            allow_urls=settings.allow_url_inputs,
+        )
+        self.inputs = InputResolver(policy, self.store.path_for)
         self._check_settings()
 
     def _check_settings(self) -> None:
@@ -132,6 +161,7 @@ class ImageService:
         model: str | None = None,
         provider: str | None = None,
         mode: FallbackMode | None = None,
+        needs: EditNeeds | None = None,
     ) -> Plan:
         """The plan for a request, from the availability snapshot ``states``."""
         return resolver.plan(
@@ -142,6 +172,7 @@ class ImageService:
             default_provider=self.settings.default_provider,
             default_model=self.settings.default_model,
             provider_order=self.settings.provider_order,
+            needs=needs,
         )
 
     def next_candidate(self, states: Sequence[ProviderState]) -> Candidate | None:
@@ -154,10 +185,13 @@ class ImageService:
     # -- generation -------------------------------------------------------------------------------
 
     async def generate(self, request: ImageRequest, progress: Progress | None = None) -> GenerationResult:
+        """Run ``request`` (an :class:`~imagegen_mcp.requests.EditImageArgs` is an edit) through its plan."""
         progress = progress or Progress()
         started = time.perf_counter()
         states = self.catalog.states()
-        plan = self.plan(states, model=request.model, provider=request.provider, mode=request.fallback)
+        needs = request.needs if isinstance(request, EditImageArgs) else None
+        plan = self.plan(states, model=request.model, provider=request.provider, mode=request.fallback, needs=needs)
+        inputs = await self._inputs(request) if isinstance(request, EditImageArgs) else None
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         attempts: tuple[Attempt, ...] = ()
         failures: tuple[ImageGenError, ...] = ()
@@ -165,7 +199,10 @@ class ImageService:
             if failures and candidate.availability.met:
                 await progress.update(f"falling back to {candidate.id}")
                 logger.warning("falling back to %s (%s) after: %s", candidate.id, candidate.why, failures[-1].message)
-            run = await self._try(candidate, request, seed, primary=index == 0, progress=progress)
+            refused = next((a.reason for a in attempts if a.code == ErrorCode.BUDGET_EXCEEDED), None)
+            run = await self._try(
+                candidate, request, seed, primary=index == 0, progress=progress, refused=refused, inputs=inputs
+            )
             attempts = (*attempts, run.attempt)
             if run.output is not None and run.request is not None:
                 return await self._finish(run, run.output, run.request, request, attempts, started, progress)
@@ -173,29 +210,54 @@ class ImageService:
                 failures = (*failures, run.error)
                 if not run.error.allows_fallback:
                     break
-        raise self._unserved(plan, attempts, failures)
+        raise self._unserved(plan, attempts, failures, states, needs)
+
+    async def _inputs(self, request: EditImageArgs) -> _Inputs:
+        """The edit's images, checked once for every candidate (a bad one is the caller's error, not a
+        provider's)."""
+        image = await self.inputs.resolve(request.image, "image")
+        mask = await self.inputs.resolve_mask(request.mask, image) if request.mask is not None else None
+        references = tuple(
+            [
+                await self.inputs.resolve(reference, f"reference_images[{index}]")
+                for index, reference in enumerate(request.reference_images)
+            ]
+        )
+        return _Inputs(image, mask, references)
 
     async def _try(
-        self, candidate: Candidate, request: ImageRequest, seed: int, *, primary: bool, progress: Progress
+        self,
+        candidate: Candidate,
+        request: ImageRequest,
+        seed: int,
+        *,
+        primary: bool,
+        progress: Progress,
+        refused: str | None = None,
+        inputs: _Inputs | None = None,
     ) -> _Run:
-        """Run one candidate (or skip it when the snapshot says it is unavailable) and report its attempt."""
+        """Run one candidate (or skip it: unavailable in the snapshot, unable to do the edit, over the budget)
+        and report its attempt.
+
+        ``refused``: the budget already refused this request (for an earlier candidate), so no paid one runs.
+        """
+        if candidate.unsuitable is not None:
+            return _skipped(candidate, ErrorCode.INVALID_REQUEST, candidate.unsuitable)
         if not candidate.availability.met:
-            logger.info("skipping %s: %s", candidate.id, candidate.availability.reason)
-            return _Run(
-                Attempt(
-                    provider=candidate.provider,
-                    model=candidate.model,
-                    outcome="skipped",
-                    code=ErrorCode.PROVIDER_UNAVAILABLE,
-                    reason=candidate.availability.reason,
-                )
-            )
+            return _skipped(candidate, ErrorCode.PROVIDER_UNAVAILABLE, candidate.availability.reason)
         provider = self.catalog.providers[candidate.provider]
         model = provider.models[candidate.model]
+        if provider.info.paid and self.budget is not None:
+            refusal = refused or await self.budget.refusal(candidate.provider, candidate.id, request.count)
+            if refusal is not None:
+                return _skipped(candidate, ErrorCode.BUDGET_EXCEEDED, refusal)
+        edit = inputs.for_model(model) if inputs is not None else None
         tried_at = time.perf_counter()
         try:
-            job, adjustments = fit_request(request, model, candidate.id, primary=primary, seed=seed)
+            job, adjustments = fit_request(request, model, candidate.id, primary=primary, seed=seed, edit=edit)
+            _check_loras(provider, candidate, job)
             output = await self._run(provider, candidate, model, job, progress)
+            checked = await _checked(candidate, output)
         except ImageGenError as error:
             logger.warning("%s failed: %s: %s", candidate.id, error.code.value, error.message)
             attempt = Attempt(
@@ -203,14 +265,15 @@ class ImageService:
                 model=candidate.model,
                 outcome="failed",
                 code=error.code,
-                reason=error.message,
+                reason=_reason(self.redactor.text(error.message)),
                 elapsed_ms=_ms_since(tried_at),
             )
             return _Run(attempt, error=error)
         attempt = Attempt(
             provider=candidate.provider, model=candidate.model, outcome="succeeded", elapsed_ms=_ms_since(tried_at)
         )
-        return _Run(attempt, output=output, request=job, adjustments=tuple(adjustments))
+        adjustments.extend(_surprises(candidate, job, output, checked))
+        return _Run(attempt, output=output, checked=checked, request=job, adjustments=tuple(adjustments))
 
     async def _run(
         self,
@@ -232,13 +295,16 @@ class ImageService:
         except ImageGenError:
             raise
         except Exception as exc:
-            logger.exception("%s raised an unexpected error", candidate.id)
-            raise InternalError(
-                f"{candidate.id} failed unexpectedly ({type(exc).__name__}); see the server log.",
-                remediation=["Check the server log (stderr) for details"],
-            ) from exc
+            inner = _single(exc)
+            if isinstance(inner, ImageGenError):
+                raise inner from None
+            raise internal_error(f"{candidate.id} failed unexpectedly ({type(inner).__name__})", exc) from exc
         if not output.images:
-            raise InternalError(f"{candidate.id} returned no image.")
+            raise ProviderError(
+                f"{candidate.id} answered without an image.",
+                retryable=True,
+                remediation=["Try again; if it keeps happening, choose another model"],
+            )
         return output
 
     async def _finish(
@@ -267,11 +333,14 @@ class ImageService:
             "height": job.height,
             "steps": job.steps,
             "guidance_scale": job.guidance_scale,
+            "loras": [lora.model_dump(mode="json") for lora in job.loras],
             "cost_usd": output.cost,
+            "operation": job.edit.operation if job.edit is not None else "generate",
+            "inputs": job.edit.records() if job.edit is not None else [],
             "adjustments": list(adjustments),
             "attempts": [attempt.model_dump(mode="json", exclude_none=True) for attempt in attempts],
         }
-        images = await self._save_all(output.images, provenance)
+        images = await self._save_all(run.checked, output.images, self.redactor.value(provenance))
         result = GenerationResult(
             images=images,
             provider=provider,
@@ -284,22 +353,32 @@ class ImageService:
             adjustments=adjustments,
             details=output.details,
         )
-        self.recent.appendleft(result)
         return result
 
     async def _save_all(
-        self, images: Sequence[GeneratedImage], provenance: Mapping[str, Any]
+        self, checked: Sequence[CheckedImage], images: Sequence[GeneratedImage], provenance: Mapping[str, Any]
     ) -> tuple[SavedImage, ...]:
+        """Save every image or none: when one cannot be written, the files already written are removed and the
+        call fails with a ``storage_error`` naming the folder and the fix."""
         saved: list[SavedImage | None] = [None] * len(images)
+        written: list[Path] = []
 
         async def save(index: int, image: GeneratedImage) -> None:
             record = {**provenance, "seed": image.seed, "index": index}
-            stored = await anyio.to_thread.run_sync(self.store.save, image.data, record)
+            stored = await anyio.to_thread.run_sync(self.store.save, checked[index], record, written)
             saved[index] = SavedImage(stored=stored, seed=image.seed)
 
-        async with anyio.create_task_group() as group:
-            for index, image in enumerate(images):
-                group.start_soon(save, index, image)
+        try:
+            async with anyio.create_task_group() as group:
+                for index, image in enumerate(images):
+                    group.start_soon(save, index, image)
+        except BaseException as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            failure = _single(exc)
+            if isinstance(failure, OSError):
+                raise storage_error(self.store.root, failure) from None
+            raise
         return tuple(image for image in saved if image is not None)
 
     def _unserved(
@@ -307,11 +386,36 @@ class ImageService:
         plan: Plan,
         attempts: tuple[Attempt, ...],
         failures: tuple[ImageGenError, ...],
+        states: Sequence[ProviderState],
+        needs: EditNeeds | None,
     ) -> ImageGenError:
         """The one error for a plan that produced no image, built from the attempts and the snapshot."""
         if failures:
             last = next(attempt for attempt in reversed(attempts) if attempt.outcome == "failed")
             return PlanFailedError(failures, attempts, provider=last.provider, model=f"{last.provider}:{last.model}")
+        over_budget = [attempt for attempt in attempts if attempt.code == ErrorCode.BUDGET_EXCEEDED]
+        if over_budget:
+            return BudgetExceededError(
+                f"Not generated: {over_budget[0].reason}. No other paid provider was tried instead.",
+                provider=over_budget[0].provider,
+                model=f"{over_budget[0].provider}:{over_budget[0].model}",
+                remediation=[
+                    "Wait until tomorrow (the budget is per local calendar day), or raise IMAGEGEN_DAILY_BUDGET_USD",
+                    "Or use a local model, which costs nothing (see list_models)",
+                ],
+                attempts=attempts,
+            )
+        suitable = [candidate for candidate in plan.candidates if candidate.unsuitable is None]
+        if not suitable and needs is not None:
+            able = resolver.capable_models(states, needs)
+            return InvalidRequestError(
+                f"No model of the providers in the plan can {needs.describe()}."
+                + (f" Models that can: {', '.join(able)}." if able else ""),
+                remediation=[f"Pass model: one of {', '.join(able)}"] if able else needs.simpler(),
+                attempts=attempts,
+                details={"capable_models": able},
+            )
+        plan = replace(plan, candidates=tuple(suitable))
         first = plan.candidates[0]
         if plan.mode == "strict" or len(plan.candidates) == 1:
             return ProviderUnavailableError(
@@ -335,6 +439,97 @@ class ImageService:
             except Exception:
                 logger.exception("closing %s failed", provider.info.name)
         self.store.close()
+
+
+def _check_loras(provider: ImageProvider[Any], candidate: Candidate, job: GenerationRequest) -> None:
+    problems = [f"{lora.label}: {problem}" for lora in job.loras if (problem := provider.lora_problem(lora))]
+    if problems:
+        raise InvalidRequestError(
+            f"{candidate.id} cannot apply the LoRAs: {'; '.join(problems)}.",
+            model=candidate.id,
+            remediation=["Correct or drop the LoRAs named above"],
+        )
+
+
+def _skipped(candidate: Candidate, code: ErrorCode, reason: str | None) -> _Run:
+    logger.info("skipping %s: %s", candidate.id, reason)
+    return _Run(
+        Attempt(provider=candidate.provider, model=candidate.model, outcome="skipped", code=code, reason=reason)
+    )
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """An edit's checked images, before a model is chosen."""
+
+    image: InputImage
+    mask: InputImage | None
+    references: tuple[InputImage, ...]
+
+    def for_model(self, model: ModelConfig) -> EditInputs:
+        """The edit as ``model`` does it: inpainting with a mask, else from the image by strength where the model
+        can, else by instruction (the strength is set when the request is fitted)."""
+        if self.mask is not None:
+            operation: EditOperation = "inpaint"
+        elif model.inputs.image_to_image:
+            operation = "image_to_image"
+        else:
+            operation = "instruction_edit"
+        return EditInputs(operation, self.image, self.mask, self.references)
+
+
+async def _checked(candidate: Candidate, output: ProviderResult) -> tuple[CheckedImage, ...]:
+    """Every image of ``output`` decoded and checked before anything is written: unusable data is the
+    provider's failure (``provider_error``, worth a retry or a fallback), never a file left behind."""
+    checked: list[CheckedImage | None] = [None] * len(output.images)
+    problems: list[tuple[int, UnusableImageError]] = []
+
+    async def check(index: int, data: bytes) -> None:
+        try:
+            checked[index] = await anyio.to_thread.run_sync(check_image, data)
+        except UnusableImageError as unusable:
+            problems.append((index, unusable))
+
+    async with anyio.create_task_group() as group:
+        for index, image in enumerate(output.images):
+            group.start_soon(check, index, image.data)
+    if problems:
+        index, unusable = min(problems, key=lambda problem: problem[0])
+        raise ProviderError(
+            f"{candidate.id} sent an unusable image (image {index + 1} of {len(output.images)} {unusable.problem}); "
+            "nothing was saved.",
+            retryable=True,
+            remediation=["Try again; if it keeps happening, choose another model or provider"],
+            details={"image_index": index, "problem": unusable.kind},
+        )
+    return tuple(image for image in checked if image is not None)
+
+
+def _surprises(
+    candidate: Candidate, job: GenerationRequest, output: ProviderResult, checked: Sequence[CheckedImage]
+) -> list[str]:
+    """What the provider made that differs from what it was asked for, in words for the result."""
+    notes = []
+    if len(checked) < job.count:
+        notes.append(f"{len(checked)} of the {job.count} images asked for: {candidate.id} made no more")
+    expected = output.size or (job.width, job.height)
+    sizes = sorted({image.image.size for image in checked})
+    if sizes != [expected]:
+        made = ", ".join(f"{width}x{height}" for width, height in sizes)
+        notes.append(f"{candidate.id} answered {made}, not the {expected[0]}x{expected[1]} it was asked for")
+    return notes
+
+
+def _reason(message: str) -> str:
+    """A provider's failure as an attempt records it: its first sentence's worth, never a vendor's whole reply."""
+    return message if len(message) <= MAX_REASON_CHARS else message[: MAX_REASON_CHARS - 1].rstrip() + "…"
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception a task group's ``ExceptionGroup`` holds (it wraps even a single failure)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _ms_since(start: float) -> int:

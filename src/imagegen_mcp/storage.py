@@ -13,6 +13,7 @@ import re
 import secrets
 import struct
 import tempfile
+import threading
 import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +25,11 @@ from typing import Any
 from PIL import Image
 
 from imagegen_mcp.config import PreviewFormat
+from imagegen_mcp.images import PNG_SIGNATURE, decode_image
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The most pixels a provider's image may have: where Pillow's own decompression-bomb check stops decoding by
+#: default (twice its ``MAX_IMAGE_PIXELS``); a 12000x12000 result still passes.
+MAX_OUTPUT_PIXELS = 178_956_970
 PROVENANCE_KEYWORD = b"imagegen-mcp"
 IMAGE_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 URI_PREFIX = "imagegen://images/"
@@ -84,15 +88,24 @@ def read_png_text(png: bytes, keyword: bytes = PROVENANCE_KEYWORD) -> str | None
     return None
 
 
-def _as_png(data: bytes) -> tuple[bytes, Image.Image | None]:
-    """PNG bytes as they are; anything else converted once (the stored format is always PNG)."""
+@dataclass(frozen=True)
+class CheckedImage:
+    """An image a provider made, decoded completely and found usable, ready to store."""
+
+    #: What is written: the provider's bytes when they are a PNG, else the image converted once.
+    png: bytes
+    image: Image.Image
+
+
+def check_image(data: bytes) -> CheckedImage:
+    """Decode a provider's image before anything is written (raises
+    :class:`~imagegen_mcp.images.UnusableImageError`). Blocking: run it in a worker thread."""
+    image = decode_image(data, MAX_OUTPUT_PIXELS).image
     if data.startswith(PNG_SIGNATURE):
-        return data, None
-    image = Image.open(io.BytesIO(data))
-    image.load()
+        return CheckedImage(data, image)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue(), image
+    return CheckedImage(buffer.getvalue(), image)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -114,30 +127,40 @@ class ImageStore:
         self.root = root
         self.preview_max_px = preview_max_px
         self.preview_format = preview_format
-        #: Writes overlap with the preview's decoding (both release the GIL), off the caller's thread.
-        self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="imagegen-write")
+        #: Writes overlap with the preview's decoding (both release the GIL), off the caller's thread. Made on
+        #: first use and again after :meth:`close`, so that a store outlives the sessions that close it.
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_lock = threading.Lock()
 
     def path_for(self, image_id: str) -> Path:
         if not IMAGE_ID_PATTERN.match(image_id):
             raise FileNotFoundError(image_id)
         return self.root / f"{image_id}.png"
 
-    def save(self, data: bytes, provenance: Mapping[str, Any]) -> StoredImage:
-        """Store one image with its provenance and make its preview.
+    def save(
+        self, checked: CheckedImage | bytes, provenance: Mapping[str, Any], written: list[Path] | None = None
+    ) -> StoredImage:
+        """Store one image (checked first when given as bytes) with its provenance and make its preview; its
+        path is appended to ``written`` as soon as the file is in place, so a caller can take back every file
+        of a call that failed. Raises ``OSError`` for what the output folder refused.
 
         Blocking: run it in a worker thread.
         """
-        png, decoded = _as_png(data)
+        if isinstance(checked, bytes):
+            checked = check_image(checked)
         image_id = new_image_id()
         path = self.path_for(image_id)
         record = {"id": image_id, **provenance}
-        png = with_png_text(png, PROVENANCE_KEYWORD, json.dumps(record, separators=(",", ":")))
+        png = with_png_text(checked.png, PROVENANCE_KEYWORD, json.dumps(record, separators=(",", ":")))
         self.root.mkdir(parents=True, exist_ok=True)
-        written = self._writer.submit(atomic_write, path, png)
-        image = decoded or Image.open(io.BytesIO(png))
-        width, height = image.size
-        preview, preview_size = self._preview(image)
-        written.result()  # the file is in place (or its error raised) before anyone hears of it
+        writing = self._executor().submit(atomic_write, path, png)
+        width, height = checked.image.size
+        try:
+            preview, preview_size = self._preview(checked.image)
+        finally:
+            writing.result()  # the file is in place (or its error raised) before anyone hears of it
+            if written is not None:
+                written.append(path)
         return StoredImage(
             id=image_id,
             path=path,
@@ -159,16 +182,23 @@ class ImageStore:
         full-size Lanczos resample); a bilinear resize from there covers a limit that is not a divisor.
         """
         limit = self.preview_max_px
+        if image.mode not in ("RGB", "L"):
+            # Before reducing, which takes 8-bit modes only (a 1-bit or 16-bit PNG is a valid result too).
+            image = image.convert("L" if image.mode in ("1", "I", "I;16", "F") else "RGB")
         factor = max(image.size) // limit
         if factor > 1:
             image = image.reduce(factor)
         if max(image.size) > limit:
             image.thumbnail((limit, limit), Image.Resampling.BILINEAR)
-        if image.mode not in ("RGB", "L"):
-            image = image.convert("RGB")
         buffer = io.BytesIO()
         image.save(buffer, **PREVIEW_ENCODING[self.preview_format])
         return buffer.getvalue(), image.size
+
+    def preview_of(self, image_id: str) -> bytes:
+        """The preview of a stored image, made again from its file. Blocking: run it in a worker thread."""
+        with Image.open(self.path_for(image_id)) as image:
+            image.load()
+            return self._preview(image)[0]
 
     def read(self, image_id: str) -> bytes:
         return self.path_for(image_id).read_bytes()
@@ -182,6 +212,15 @@ class ImageStore:
         ids = sorted((name[:-4] for name in names if name.startswith(prefix)), reverse=True)
         return [image_id for image_id in ids if IMAGE_ID_PATTERN.match(image_id)][:limit]
 
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="imagegen-write")
+            return self._writer
+
     def close(self) -> None:
-        """Stop the writer threads once the writes in progress are done."""
-        self._writer.shutdown(wait=True)
+        """Stop the writer threads once the writes in progress are done (the next save starts new ones)."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)

@@ -53,8 +53,8 @@ GenerateFunction = Callable[[GenerationRequest, FunctionModelConfig, Progress], 
 class FunctionProvider(ImageProvider[FunctionModelConfig]):
     """A provider whose generations are ``fn(request, model, progress)``.
 
-    ``requirements`` are reported as they are given (an unmet one makes the provider unavailable);
-    ``cost_per_image`` is added to results that report none.
+    ``requirements`` are reported as they are given (an unmet one makes the provider unavailable); ``paid``
+    says whether IMAGEGEN_DAILY_BUDGET_USD applies to it.
     """
 
     def __init__(
@@ -65,6 +65,7 @@ class FunctionProvider(ImageProvider[FunctionModelConfig]):
         models: Sequence[FunctionModelConfig] = (),
         priority: int = 10,
         requirements: Sequence[Requirement] = (),
+        paid: bool = False,
         settings: Settings | None = None,
     ) -> None:
         self._models = tuple(models) or (FunctionModelConfig(key=f"{name}_model", display_name=f"{name} model"),)
@@ -74,6 +75,7 @@ class FunctionProvider(ImageProvider[FunctionModelConfig]):
             description="Images made by a function, for tests.",
             default_model=self._models[0].key,
             priority=priority,
+            paid=paid,
         )
         self._fn = fn or draws_images
         self._requirements = tuple(requirements)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any, cast
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.session import ServerSession
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import INVALID_PARAMS, LoggingLevel
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
@@ -43,6 +44,11 @@ MCP_LEVELS: dict[LoggingLevel, int] = {
 }
 #: Loggers whose records stay on stderr: the transport's own (forwarding them would feed back).
 _NOT_FORWARDED = ("mcp", "mcp_types", "httpx", "httpcore", "uvicorn", "sse_starlette", "anyio", "asyncio")
+
+
+# Serving logging/setLevel clients is this module's purpose; the SDK's notice that the capability is deprecated
+# in the 2026-07-28 protocol is no news to the person reading stderr.
+warnings.filterwarnings("ignore", message="The logging capability is deprecated", category=MCPDeprecationWarning)
 
 
 def mcp_level(levelno: int) -> LoggingLevel:

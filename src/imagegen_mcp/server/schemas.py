@@ -77,8 +77,10 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-#: Nesting kept in output schemas: the result, its fields' objects and theirs; deeper objects are just objects.
-OUTPUT_DEPTH = 2
+#: Nesting kept in output schemas: the result's fields with their types; the objects inside them (an image's
+#: record, an attempt) are just objects. Every tools/list carries three copies of the result's schema
+#: (generate, edit, get_job), and their detail is in the results themselves.
+OUTPUT_DEPTH = 1
 #: Longer enums in output schemas are written as their type (error codes are listed in the documentation).
 OUTPUT_ENUM_LIMIT = 4
 #: An error result's ``error``: the fields a client acts on (the others, such as ``retry_after_s``, are in the
