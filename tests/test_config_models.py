@@ -25,6 +25,7 @@ from imagegen_mcp.providers.runware import RunwareProvider
 from imagegen_mcp.server.app import build_server
 from tests.e2e import REPO, assert_image_result, clean_environ, error_of, text_of
 from tests.fakes.gemini_server import GEMINI_KEY, SERVED_MODELS, FakeGeminiServer, ServedModel
+from tests.fakes.runware_api import DEFAULT_KEY, FakeRunwareAPI
 from tests.fakes.tiny_pipelines import TinyPipelines, tiny_environ, write_tiny_lora
 
 pytestmark = pytest.mark.anyio
@@ -161,7 +162,7 @@ async def pixels(client: Client, result: CallToolResult) -> np.ndarray[Any, Any]
 
 
 async def test_models_from_the_file_are_listed_and_generate(
-    tmp_path: Path, tiny_pipelines: TinyPipelines, newer_gemini: FakeGeminiServer
+    tmp_path: Path, tiny_pipelines: TinyPipelines, newer_gemini: FakeGeminiServer, runware: FakeRunwareAPI
 ) -> None:
     lora = write_tiny_lora(tiny_pipelines, tmp_path / "lora")
     config = tmp_path / "config.toml"
@@ -169,6 +170,8 @@ async def test_models_from_the_file_are_listed_and_generate(
         local_entry("my_sdxl", tiny_pipelines, loras=f'{{ path = "{lora}", weight = 1.0 }}')
         + local_entry("my_sdxl_plain", tiny_pipelines)
         + f'[[models.gemini]]\nkey = "nano_banana_next"\napi_model = "{NEWER_GEMINI}"\nimage_sizes = ["1K", "2K"]\n'
+        + '[[models.runware]]\nkey = "juggernaut_xl"\nair = "civitai:133005@782002"\n'
+        + 'loras = [{ model = "civitai:58390@62833", weight = 0.7 }]\n'
         + '[providers.flux_local]\ndefault_model = "my_sdxl"\n'
     )
     settings = Settings.load(
@@ -179,6 +182,8 @@ async def test_models_from_the_file_are_listed_and_generate(
             "IMAGEGEN_DB": str(tmp_path / "history.sqlite3"),
             "GEMINI_API_KEY": GEMINI_KEY,
             "GEMINI_BASE_URL": newer_gemini.url,
+            "RUNWARE_API_KEY": DEFAULT_KEY,
+            "RUNWARE_URL": runware.ws_url,
         }
     )
     async with Client(build_server(settings, PROVIDERS)) as client:
@@ -186,11 +191,19 @@ async def test_models_from_the_file_are_listed_and_generate(
         with_lora = await client.call_tool("generate_image", {"prompt": "a red cube", "seed": 4})
         plain = await client.call_tool("generate_image", {"prompt": "a red cube", "seed": 4, "model": "my_sdxl_plain"})
         gemini = await client.call_tool("generate_image", {"prompt": "a lighthouse", "model": "nano_banana_next"})
+        cloud = await client.call_tool("generate_image", {"prompt": "a lighthouse", "model": "juggernaut_xl"})
         lora_pixels, plain_pixels = await pixels(client, with_lora), await pixels(client, plain)
 
     assert listing is not None
     models = {model["id"]: model for group in listing["providers"] for model in group["models"]}
-    assert {"flux_local:my_sdxl", "flux_local:my_sdxl_plain", "gemini:nano_banana_next"} <= set(models)
+    assert {
+        "flux_local:my_sdxl",
+        "flux_local:my_sdxl_plain",
+        "gemini:nano_banana_next",
+        "runware:juggernaut_xl",
+    } <= set(models)
+    # A new Runware entry takes Runware's own defaults for what it leaves out.
+    assert models["runware:juggernaut_xl"]["capabilities"]["default_steps"] == 20
     assert models["flux_local:my_sdxl"]["default"] and models["flux_local:my_sdxl"]["display_name"] == "my_sdxl"
     # The file's defaults came with the entry; the rest from the pipeline type's.
     assert models["flux_local:my_sdxl"]["capabilities"]["default_steps"] == 2
@@ -204,6 +217,11 @@ async def test_models_from_the_file_are_listed_and_generate(
 
     assert (gemini.structured_content or {})["model"] == "gemini:nano_banana_next", text_of(gemini)
     assert newer_gemini.requests[-1].model == NEWER_GEMINI
+
+    assert (cloud.structured_content or {})["model"] == "runware:juggernaut_xl", text_of(cloud)
+    (task,) = runware.tasks.values()
+    assert task.task["model"] == "civitai:133005@782002"
+    assert task.task["lora"] == [{"model": "civitai:58390@62833", "weight": 0.7}]
 
 
 async def test_a_bare_key_two_providers_share_names_both_ids(

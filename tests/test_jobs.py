@@ -21,6 +21,7 @@ from mcp_types import TextResourceContents
 
 from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.base import GenerationRequest, Progress, ProviderResult
+from imagegen_mcp.providers.runware import RunwareProvider
 from imagegen_mcp.server.app import build_server
 from imagegen_mcp.testing import FunctionModelConfig, FunctionProvider, draws_images, slow
 from tests.e2e import (
@@ -34,6 +35,7 @@ from tests.e2e import (
     text_of,
     write_palette_plugin,
 )
+from tests.fakes.runware_api import DEFAULT_KEY, FakeRunwareAPI
 from tests.test_server_http import running_server
 
 pytestmark = pytest.mark.anyio
@@ -53,15 +55,26 @@ def job_of(structured: dict[str, Any] | None) -> dict[str, Any]:
 
 
 async def test_a_call_past_wait_s_returns_a_handle_and_get_job_the_result(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], runware: FakeRunwareAPI
 ) -> None:
-    provider = FunctionProvider(slow(3.0), name="slowpoke")
-    settings = make_settings(IMAGEGEN_WAIT_S="1")
-    async with Client(build_server(settings, [provider])) as client:
+    """Runware answering after 3 s, the server told to wait 1 s: a handle while the task still runs, then the
+    result from get_job, one file, and the history lists it."""
+    runware.delay_s = 3.0
+    settings = make_settings(
+        IMAGEGEN_WAIT_S="1",
+        RUNWARE_API_KEY=DEFAULT_KEY,
+        RUNWARE_URL=runware.ws_url,
+        IMAGEGEN_DEFAULT_PROVIDER="runware",
+    )
+    async with Client(build_server(settings, [RunwareProvider])) as client:
         started = time.perf_counter()
-        handle = await client.call_tool("generate_image", {"prompt": "a lighthouse at dusk", "width": 64, "height": 64})
+        handle = await client.call_tool(
+            "generate_image", {"prompt": "a lighthouse at dusk", "width": 256, "height": 256}
+        )
         waited = time.perf_counter() - started
         assert not handle.is_error, text_of(handle)
+        (task,) = runware.tasks.values()
+        assert task.status == "processing"  # answered before Runware did
         job = job_of(handle.structured_content)
         assert job["status"] == "running" and job["uri"] == f"imagegen://jobs/{job['id']}"
         assert "Call get_job with job_id" in text_of(handle)
@@ -70,10 +83,11 @@ async def test_a_call_past_wait_s_returns_a_handle_and_get_job_the_result(
         result = await client.call_tool("get_job", {"job_id": job["id"], "wait_s": 10})
         again = await client.call_tool("get_job", {"job_id": job["id"], "wait_s": 0})
         found = await client.call_tool("search_images", {"query": "lighth"})
-    assert 0.9 <= waited < 2.5
+    assert waited >= 1.0  # it did wait wait_s before answering with the handle
     (image,) = assert_image_result(result, count=1)
     assert again.structured_content == result.structured_content
     assert len(list(settings.output_dir.iterdir())) == 1  # on disk once
+    assert len(runware.tasks) == 1  # get_job waited for the same task; nothing ran twice
     (listed,) = (found.structured_content or {})["images"]
     assert listed["id"] == image["id"] and listed["job_id"] == job["id"] and listed["prompt"] == "a lighthouse at dusk"
 

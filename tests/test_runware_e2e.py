@@ -162,9 +162,7 @@ async def test_a_rejected_key_falls_back_in_auto_mode_and_the_trace_shows_it(
 ) -> None:
     runware.reject_key = True
     async with Client(build_server(settings(), WITH_FALLBACK)) as client:
-        started = time.perf_counter()
         result = await client.call_tool("generate_image", {"prompt": "a red fox"})
-        elapsed = time.perf_counter() - started
     assert_image_result(result, count=1)
     structured = result.structured_content
     assert structured is not None
@@ -179,7 +177,7 @@ async def test_a_rejected_key_falls_back_in_auto_mode_and_the_trace_shows_it(
     assert "Invalid API key" in rejected["reason"]
     assert (served["provider"], served["outcome"]) == ("palette", "succeeded")
     assert "runware" in text_of(result)
-    assert elapsed < 3, f"the fallback after a rejected key took {elapsed:.2f} s"
+    assert len(runware.auth_requests) + runware.http_requests == 1  # the key was tried once, never again
 
 
 async def test_a_rejected_key_in_strict_mode_does_not_fall_back(

@@ -333,10 +333,8 @@ async def test_a_rejected_key_fails_within_seconds_without_retrying(
     make_provider: Callable[..., RunwareProvider], runware: FakeRunwareAPI, transport: str
 ) -> None:
     provider = make_provider(RUNWARE_API_KEY="rw-wrong-key-0123456789")
-    started = time.perf_counter()
     error = await failure(provider)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2, f"a rejected key took {elapsed:.2f} s"
+    assert len(runware.auth_requests) + runware.http_requests == 1  # refused once, never tried again
     assert error.code == ErrorCode.AUTHENTICATION_FAILED and error.allows_fallback
     assert "Invalid API key" in error.message
     remediation = " ".join(error.remediation)

@@ -35,6 +35,7 @@ async def test_tools_are_listed_with_schemas(make_settings: Callable[..., Settin
     assert set(tools) == {
         "list_providers",
         "list_models",
+        "search_models",
         "generate_image",
         "edit_image",
         "get_job",

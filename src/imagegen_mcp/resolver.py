@@ -87,7 +87,8 @@ def model_ids(states: Sequence[ProviderState]) -> list[str]:
 
 def find_model(states: Sequence[ProviderState], ref: str, provider: str | None = None) -> tuple[ProviderState, str]:
     """Look up ``provider:key`` or a bare key; when ``provider`` is given it must own the model."""
-    provider_part, _, key = ref.rpartition(":")
+    # Model keys have no colon, but a vendor id standing for a key may (``runware:civitai:133005@782002``).
+    provider_part, _, key = ref.partition(":") if ":" in ref else ("", "", ref)
     if provider_part:
         owners = [find_provider(states, provider_part)]
     else:

@@ -49,6 +49,7 @@ from imagegen_mcp.providers.base import (
     ModelConfig,
     Progress,
     ProviderResult,
+    VendorModel,
 )
 from imagegen_mcp.redaction import Redactor
 from imagegen_mcp.requests import EditImageArgs, ImageRequest, fit_request
@@ -189,6 +190,9 @@ class ImageService:
         progress = progress or Progress()
         started = time.perf_counter()
         states = self.catalog.states()
+        vendor = await self._vendor_model(request.model)
+        if vendor is not None:
+            states = _with_model(states, *vendor)
         needs = request.needs if isinstance(request, EditImageArgs) else None
         plan = self.plan(states, model=request.model, provider=request.provider, mode=request.fallback, needs=needs)
         inputs = await self._inputs(request) if isinstance(request, EditImageArgs) else None
@@ -201,7 +205,14 @@ class ImageService:
                 logger.warning("falling back to %s (%s) after: %s", candidate.id, candidate.why, failures[-1].message)
             refused = next((a.reason for a in attempts if a.code == ErrorCode.BUDGET_EXCEEDED), None)
             run = await self._try(
-                candidate, request, seed, primary=index == 0, progress=progress, refused=refused, inputs=inputs
+                candidate,
+                request,
+                seed,
+                primary=index == 0,
+                progress=progress,
+                refused=refused,
+                inputs=inputs,
+                vendor=vendor,
             )
             attempts = (*attempts, run.attempt)
             if run.output is not None and run.request is not None:
@@ -211,6 +222,17 @@ class ImageService:
                 if not run.error.allows_fallback:
                     break
         raise self._unserved(plan, attempts, failures, states, needs)
+
+    async def _vendor_model(self, ref: str | None) -> tuple[str, VendorModel[Any]] | None:
+        """For ``provider:<vendor id>`` that no entry configures, the model its provider builds for it."""
+        if ref is None or ":" not in ref:
+            return None
+        name, key = _split(ref)
+        provider = self.catalog.providers.get(name)
+        if provider is None or key in provider.models or key in provider.retired_models():
+            return None
+        built = await provider.vendor_model(key)
+        return (ref, built) if built is not None else None
 
     async def _inputs(self, request: EditImageArgs) -> _Inputs:
         """The edit's images, checked once for every candidate (a bad one is the caller's error, not a
@@ -235,6 +257,7 @@ class ImageService:
         progress: Progress,
         refused: str | None = None,
         inputs: _Inputs | None = None,
+        vendor: tuple[str, VendorModel[Any]] | None = None,
     ) -> _Run:
         """Run one candidate (or skip it: unavailable in the snapshot, unable to do the edit, over the budget)
         and report its attempt.
@@ -246,7 +269,8 @@ class ImageService:
         if not candidate.availability.met:
             return _skipped(candidate, ErrorCode.PROVIDER_UNAVAILABLE, candidate.availability.reason)
         provider = self.catalog.providers[candidate.provider]
-        model = provider.models[candidate.model]
+        built = vendor[1] if vendor is not None and (candidate.provider, candidate.model) == _split(vendor[0]) else None
+        model = built.model if built is not None else provider.models[candidate.model]
         if provider.info.paid and self.budget is not None:
             refusal = refused or await self.budget.refusal(candidate.provider, candidate.id, request.count)
             if refusal is not None:
@@ -273,6 +297,8 @@ class ImageService:
             provider=candidate.provider, model=candidate.model, outcome="succeeded", elapsed_ms=_ms_since(tried_at)
         )
         adjustments.extend(_surprises(candidate, job, output, checked))
+        if built is not None:
+            adjustments.insert(0, built.note)
         return _Run(attempt, output=output, checked=checked, request=job, adjustments=tuple(adjustments))
 
     async def _run(
@@ -523,6 +549,24 @@ def _surprises(
 def _reason(message: str) -> str:
     """A provider's failure as an attempt records it: its first sentence's worth, never a vendor's whole reply."""
     return message if len(message) <= MAX_REASON_CHARS else message[: MAX_REASON_CHARS - 1].rstrip() + "…"
+
+
+def _split(ref: str) -> tuple[str, str]:
+    """``provider:key`` as its two parts (a vendor id as the key may hold colons itself)."""
+    provider, _, key = ref.partition(":")
+    return provider, key
+
+
+def _with_model(states: Sequence[ProviderState], ref: str, built: VendorModel[Any]) -> tuple[ProviderState, ...]:
+    """The snapshot with a model built for this request among its provider's (only for this request: the
+    listings keep showing the configured models)."""
+    name, key = _split(ref)
+    return tuple(
+        replace(state, models=(*state.models, key), inputs={**state.inputs, key: built.model.inputs})
+        if state.name == name
+        else state
+        for state in states
+    )
 
 
 def _single(exc: BaseException) -> BaseException:

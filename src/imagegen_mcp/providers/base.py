@@ -53,6 +53,8 @@ class ProviderInfo:
     priority: int
     #: Whether its images cost money (so IMAGEGEN_DAILY_BUDGET_USD applies to it).
     paid: bool = True
+    #: Whether it has a catalog to search (:meth:`ImageProvider.search_models`) beyond its configured models.
+    searchable: bool = False
 
 
 class ImageInputs(BaseModel):
@@ -313,6 +315,46 @@ class ProviderResult:
 
 
 @dataclass(frozen=True)
+class VendorModel(Generic[M]):
+    """A model built for a vendor id on request, and where its defaults came from (said in the result)."""
+
+    model: M
+    note: str
+
+
+class ModelQuery(BaseModel):
+    """What :meth:`ImageProvider.search_models` looks for."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query: str = Field("", max_length=200, description="Words of the model's name, version or tags.")
+    category: Literal["checkpoint", "lora", "lycoris", "vae", "embeddings"] | None = Field(
+        None, description="checkpoint: a model to generate with; lora: one to pass in loras."
+    )
+    architecture: str | None = Field(None, max_length=40, description="e.g. flux1d, sdxl, sd1x, pony.")
+    limit: int = Field(10, ge=1, le=50)
+
+
+class FoundModel(BaseModel):
+    """One model of a vendor's catalog, as a search found it."""
+
+    #: What ``generate_image(model=...)`` takes for a checkpoint; for a LoRA, its ``loras`` entry's ``model``.
+    id: str
+    vendor_id: str
+    name: str
+    version: str | None = None
+    category: str
+    architecture: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    default_width: int | None = None
+    default_height: int | None = None
+    default_steps: int | None = None
+    default_guidance: float | None = None
+    #: Words a LoRA needs in the prompt to act.
+    trigger_words: str | None = None
+
+
+@dataclass(frozen=True)
 class Requirement:
     """One condition a provider (or a model) needs: whether it holds, the reason given when it does not, and
     the steps, in order, that a person follows to meet it."""
@@ -550,6 +592,15 @@ class ImageProvider(ABC, Generic[M]):
     @abstractmethod
     async def generate(self, request: GenerationRequest, model: M, progress: Progress) -> ProviderResult:
         """Generate ``request.count`` images; raise an :class:`~imagegen_mcp.errors.ImageGenError`."""
+
+    async def vendor_model(self, vendor_id: str) -> VendorModel[M] | None:
+        """A model for a vendor id that no entry configures (``runware:<AIR id>``), or ``None`` when this
+        provider serves only configured models or ``vendor_id`` is not one of its ids."""
+        return None
+
+    async def search_models(self, query: ModelQuery) -> list[FoundModel]:
+        """The vendor's catalog searched for ``query`` (providers whose ``info.searchable`` is true)."""
+        return []
 
     async def aclose(self) -> None:
         """Release connections or pipelines opened by :meth:`generate`."""

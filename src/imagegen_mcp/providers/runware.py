@@ -36,11 +36,13 @@ task anyway: it has no way to stop one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import importlib.metadata
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -63,14 +65,19 @@ from imagegen_mcp.errors import (
 )
 from imagegen_mcp.providers.base import (
     MAX_SEED,
+    FoundModel,
     GeneratedImage,
     GenerationRequest,
+    ImageInputs,
     ImageProvider,
+    LoraSpec,
     ModelConfig,
+    ModelQuery,
     Progress,
     ProviderInfo,
     ProviderResult,
     Requirement,
+    VendorModel,
     decode_base64_images,
 )
 
@@ -78,6 +85,8 @@ if TYPE_CHECKING:
     import aiohttp
     from runware import Runware, RunwareError
     from websockets.asyncio.client import ClientConnection
+
+    from imagegen_mcp.inputs import InputImage
 
 logger = logging.getLogger(__name__)
 #: The WebSocket's own logger. Never at DEBUG, where websockets logs every frame it sends, the one with the
@@ -97,6 +106,11 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 MAX_IMAGE_BYTES = 64 * 2**20
 #: How long closing the client may take at shutdown.
 CLOSE_TIMEOUT_S = 5.0
+#: What Runware's API uses when a task leaves steps and CFG out (api-reference); new config entries get them.
+API_DEFAULTS: dict[str, Any] = {"default_steps": 20, "default_guidance": 7.0}
+#: How long a model search answer is reused, and how many are kept.
+SEARCH_CACHE_S = 600.0
+SEARCH_CACHE_SIZE = 256
 #: Runware's seeds start at 1; seed 0 travels as this one.
 SEED_ZERO_ON_THE_WIRE = MAX_SEED + 1
 
@@ -141,6 +155,13 @@ class RunwareModelConfig(ModelConfig):
     max_resolution: int = 1024
     supports_negative_prompt: bool = True
     default_negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT
+    supports_loras: bool = True
+    #: Runware's image-to-image (``seedImage`` and ``strength``) and inpainting (``maskImage``) work with its
+    #: SD, SDXL and FLUX.1 checkpoints.
+    inputs: ImageInputs = ImageInputs(image_to_image=True, inpaint=True)
+    #: How an edit's images travel: ``seed_image`` (``seedImage``, ``maskImage``), or ``references``
+    #: (``inputs.referenceImages``, the image to edit first: instruction-editing models such as FLUX Kontext).
+    edit_input: Literal["seed_image", "references"] = "seed_image"
 
 
 RUNWARE_MODELS = (
@@ -167,6 +188,21 @@ RUNWARE_MODELS = (
         air="runware:100@1",
         default_steps=4,
         default_guidance=3.5,
+    ),
+    RunwareModelConfig(
+        key="flux_kontext_dev",
+        display_name="FLUX.1 Kontext [dev]",
+        description="Edits an image by an instruction ('make the car red', 'put it on a beach'), keeping the "
+        "rest; also generates from text. Use with edit_image.",
+        air="runware:106@1",
+        default_steps=28,
+        default_guidance=2.5,
+        size_multiple=16,
+        max_resolution=1568,
+        supports_negative_prompt=False,
+        default_negative_prompt=None,
+        inputs=ImageInputs(instruction_edit=True),
+        edit_input="references",
     ),
     RunwareModelConfig(
         key="hidream_fast",
@@ -208,6 +244,34 @@ def reported_seed(seed: int) -> int | None:
     if seed == SEED_ZERO_ON_THE_WIRE:
         return 0
     return seed if 0 < seed <= MAX_SEED else None
+
+
+def _found(provider: str, item: dict[str, Any]) -> FoundModel:
+    """One ``modelSearch`` result as a :class:`FoundModel` (Runware gives defaults for checkpoints only)."""
+
+    def number(name: str) -> float | None:
+        value = item.get(name)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def whole(name: str) -> int | None:
+        value = number(name)
+        return int(value) if value is not None else None
+
+    air = str(item.get("air", ""))
+    return FoundModel(
+        id=f"{provider}:{air}",
+        vendor_id=air,
+        name=str(item.get("name") or air),
+        version=str(item["version"]) if item.get("version") else None,
+        category=str(item.get("category") or "checkpoint"),
+        architecture=str(item["architecture"]) if item.get("architecture") else None,
+        tags=[str(tag) for tag in item.get("tags") or []],
+        default_width=whole("defaultWidth"),
+        default_height=whole("defaultHeight"),
+        default_steps=whole("defaultSteps"),
+        default_guidance=number("defaultCFG"),
+        trigger_words=str(item["positiveTriggerWords"]) if item.get("positiveTriggerWords") else None,
+    )
 
 
 def is_air(model_id: str) -> bool:
@@ -284,6 +348,7 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
         description="Cloud inference on Runware (FLUX, Juggernaut, HiDream); fast and cheap per image.",
         default_model="juggernaut_pro",
         priority=1,
+        searchable=True,
     )
 
     def __init__(self, settings: Settings) -> None:
@@ -291,6 +356,8 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
         self.config = settings.provider_settings(RunwareSettings)
         self._client: _Client | None = None
         self._connecting = anyio.Lock()
+        #: Model search answers by query, oldest first, with when they came.
+        self._searches: dict[ModelQuery, tuple[float, list[FoundModel]]] = {}
 
     def builtin_models(self) -> Sequence[RunwareModelConfig]:
         return RUNWARE_MODELS
@@ -308,6 +375,74 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
             ),
         ]
 
+    def lora_problem(self, lora: LoraSpec) -> str | None:
+        if lora.path is not None or lora.model is None:
+            return "Runware takes LoRAs by AIR id (search_models with category 'lora' finds them), not files"
+        if not is_air(lora.model):
+            return f"{lora.model!r} is not an AIR id of the form source:model@version"
+        return None
+
+    def new_model_defaults(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().new_model_defaults(fields), **API_DEFAULTS}
+
+    async def vendor_model(self, vendor_id: str) -> VendorModel[RunwareModelConfig] | None:
+        """Any AIR id: Runware's model search gives its recommended steps, guidance and size when it knows the
+        model; otherwise Runware's own defaults apply. The model search answer is cached."""
+        if not is_air(vendor_id):
+            return None
+        found: FoundModel | None = None
+        try:
+            results = await self.search_models(ModelQuery(query=vendor_id, limit=50))
+            found = next((result for result in results if result.vendor_id == vendor_id), None)
+        except ImageGenError as error:  # the generation itself reports what is wrong with the connection
+            logger.info("model search for %s failed: %s", vendor_id, error.message)
+        if found is not None and found.category != "checkpoint":
+            raise InvalidRequestError(
+                f"{vendor_id} is a {found.category} ({found.name}), not a model to generate with.",
+                model=f"{self.info.name}:{vendor_id}",
+                remediation=[f'Pass it in loras: [{{"model": "{vendor_id}", "weight": 0.8}}]'],
+            )
+        fields: dict[str, Any] = {"key": "vendor_model", "display_name": vendor_id, "air": vendor_id, **API_DEFAULTS}
+        if found is not None:
+            fields["display_name"] = found.name
+            known = {
+                "default_steps": found.default_steps,
+                "default_guidance": found.default_guidance,
+                "default_width": found.default_width,
+                "default_height": found.default_height,
+            }
+            fields |= {name: value for name, value in known.items() if value is not None}
+            fields["max_resolution"] = max(1024, fields.get("default_width", 0), fields.get("default_height", 0))
+        # The key is the AIR id itself (results name the model as it was asked for); the key pattern is for
+        # configured models, so the validated config takes it without validation.
+        model = RunwareModelConfig.model_validate(fields).model_copy(update={"key": vendor_id})
+        source = f"Runware's model search ({found.name})" if found is not None else "Runware's defaults"
+        note = (
+            f"{vendor_id} has no entry in the configuration: steps {model.default_steps} and guidance "
+            f"{model.default_guidance:g} at {model.default_width}x{model.default_height} from {source}"
+        )
+        return VendorModel(model, note)
+
+    async def search_models(self, query: ModelQuery) -> list[FoundModel]:
+        """Runware's ``modelSearch``, with answers cached for :data:`SEARCH_CACHE_S`."""
+        cached = self._searches.get(query)
+        if cached is not None and time.monotonic() - cached[0] < SEARCH_CACHE_S:
+            return cached[1]
+        client = await self._connect(Progress())
+        params: dict[str, Any] = {"search": query.query, "limit": query.limit}
+        params |= {
+            name: value for name, value in (("category", query.category), ("architecture", query.architecture)) if value
+        }
+        try:
+            (answer, *_) = await client.sdk.model_search(params)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise self._error(exc, client, None) from None
+        found = [_found(self.info.name, item) for item in answer.get("results") or [] if isinstance(item, dict)]
+        self._searches[query] = (time.monotonic(), found)
+        while len(self._searches) > SEARCH_CACHE_SIZE:
+            del self._searches[next(iter(self._searches))]
+        return found
+
     async def generate(
         self, request: GenerationRequest, model: RunwareModelConfig, progress: Progress
     ) -> ProviderResult:
@@ -315,7 +450,8 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
             raise self.retired_error(model, "it is not an AIR identifier of the form source:model@version")
         client = await self._connect(progress)
         seeds = [request.seed_of(index) for index in range(request.count)]
-        tasks = [self._task(request, model, seed) for seed in seeds]
+        inputs = await self._edit_inputs(client, request, model, progress)
+        tasks = [self._task(request, model, seed, inputs) for seed in seeds]
         await progress.update(f"submitted to Runware ({request.count} image(s) with {model.air})", 0.1)
         answers = await all_of(
             [functools.partial(self._image, client, task, model, seed) for task, seed in zip(tasks, seeds, strict=True)]
@@ -336,7 +472,9 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
 
     # -- one image ----------------------------------------------------------------------------------
 
-    def _task(self, request: GenerationRequest, model: RunwareModelConfig, seed: int) -> dict[str, Any]:
+    def _task(
+        self, request: GenerationRequest, model: RunwareModelConfig, seed: int, inputs: dict[str, Any]
+    ) -> dict[str, Any]:
         task: dict[str, Any] = {
             "taskType": "imageInference",
             "taskUUID": str(uuid.uuid4()),
@@ -355,8 +493,9 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
             "negativePrompt": request.negative_prompt,
             "steps": request.steps,
             "CFGScale": request.guidance_scale,
+            "lora": [{"model": lora.model, "weight": lora.weight} for lora in request.loras] or None,
         }
-        return task | {name: value for name, value in optional.items() if value is not None}
+        return task | {name: value for name, value in optional.items() if value is not None} | inputs
 
     async def _image(self, client: _Client, task: dict[str, Any], model: RunwareModelConfig, asked: int) -> _Answer:
         """One task's image; ``asked`` is the seed it was asked for (``task`` has it as Runware takes it)."""
@@ -384,6 +523,36 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
             image = GeneratedImage(await self._download(client, str(item["imageURL"])), "image/png", seed)
         cost = item.get("cost")
         return _Answer(image, float(cost) if isinstance(cost, int | float) else None, note)
+
+    async def _edit_inputs(
+        self, client: _Client, request: GenerationRequest, model: RunwareModelConfig, progress: Progress
+    ) -> dict[str, Any]:
+        """An edit's images as the task fields that carry them. Each is uploaded once (``mediaStorage``) and
+        named by its UUID, so the tasks of a count > 1 share one upload instead of each carrying the bytes."""
+        edit = request.edit
+        if edit is None:
+            return {}
+        await progress.update("uploading the input image(s) to Runware", 0.07)
+        image, *references = await all_of(
+            [functools.partial(self._upload, client, item) for item in (edit.image, *edit.references)]
+        )
+        if model.edit_input == "references":
+            return {"inputs": {"referenceImages": [image, *references]}}
+        fields: dict[str, Any] = {"seedImage": image, "strength": edit.strength}
+        if edit.mask is not None:
+            fields["maskImage"] = await self._upload(client, edit.mask)
+        return fields
+
+    async def _upload(self, client: _Client, image: InputImage) -> str:
+        data_uri = f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}"
+        try:
+            (item, *_) = await client.sdk.media_storage({"operation": "upload", "media": data_uri})
+        except Exception as exc:
+            raise self._error(exc, client, None) from None
+        uuid_ = item.get("mediaUUID")
+        if not isinstance(uuid_, str):
+            raise ProviderError("Runware stored the input image but answered without its UUID.", retryable=True)
+        return uuid_
 
     async def _download(self, client: _Client, url: str) -> bytes:
         import aiohttp

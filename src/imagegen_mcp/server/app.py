@@ -16,13 +16,14 @@ from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from imagegen_mcp import __version__, archive, listings, logs
+from imagegen_mcp import __version__, archive, listings, logs, model_search
 from imagegen_mcp.archive import DeleteImageArgs, DeleteImageOutput, SearchImagesArgs, SearchImagesOutput
 from imagegen_mcp.catalog import Catalog, ProviderSpec
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import ConfigError, ImageGenError, internal_error
 from imagegen_mcp.jobs import CancelJobArgs, GetJobArgs, JobOutput
 from imagegen_mcp.listings import ModelsOutput, ProvidersOutput
+from imagegen_mcp.model_search import SearchModelsArgs, SearchModelsOutput
 from imagegen_mcp.requests import EditImageArgs, GenerateImageArgs, parse_arguments
 from imagegen_mcp.results import GenerateImageOutput
 from imagegen_mcp.runtime import HistoryFactory, Runtime
@@ -38,11 +39,12 @@ from imagegen_mcp.service import ImageService
 logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = """Generates and saves images. Call generate_image with a prompt; the result holds a small
-preview, a resource link to the full image and the saved file's path. A generation that takes longer than
-wait_s answers with a job id instead: call get_job with it for the images. search_images finds earlier images
-by the words of their prompt. list_providers tells which providers are available and how to fix the others;
-list_models lists models with their capabilities. Errors carry a code and the steps that fix them. A
-fallback to another provider is always reported in the result."""
+preview, a resource link to the full image and the saved file's path; edit_image changes an image. A generation
+that takes longer than wait_s answers with a job id instead: call get_job with it for the images. search_images
+finds earlier images by the words of their prompt. list_providers tells which providers are available and how
+to fix the others; list_models lists models with their capabilities; search_models finds more in Runware's
+catalog. Errors carry a code and the steps that fix them. A fallback to another provider is always reported in
+the result."""
 
 
 class ListModelsArgs(BaseModel):
@@ -70,6 +72,8 @@ def raw_arguments(ctx: Context) -> dict[str, Any]:
 ToolFn = Callable[[Context], Awaitable[CallToolResult]]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+#: Asks a vendor's catalog (outside this server), changing nothing.
+SEARCHES = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 #: Makes new files and may call a paid cloud service; never changes or deletes anything that exists.
 CREATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 #: Reads a job, waiting for it: changes nothing.
@@ -180,6 +184,14 @@ def build_app(
         output = listings.models(service, args.provider)
         return listing_content(output, listings.models_text(output))
 
+    async def search_models(ctx: Context) -> CallToolResult:
+        """Search Runware's catalog of models and LoRAs (beyond the configured ones) by name or tag, category
+        (checkpoint, lora) and architecture. Returns ids that generate_image's model takes as they are (a
+        LoRA's id goes in loras), with the recommended steps and guidance where the vendor gives them."""
+        args = parse_arguments(SearchModelsArgs, raw_arguments(ctx))
+        output = await model_search.search(service, args)
+        return listing_content(output, model_search.search_text(output))
+
     async def generate_image(ctx: Context) -> CallToolResult:
         """Generate images from a text prompt and save them. Returns per image a small preview, a resource
         link to the full-resolution file, its path and seed; and the model that made them, with any fallback
@@ -236,6 +248,9 @@ def build_app(
             guarded(list_providers), ListProvidersArgs, ProvidersOutput, title="List providers", annotations=READ_ONLY
         ),
         _tool(guarded(list_models), ListModelsArgs, ModelsOutput, title="List models", annotations=READ_ONLY),
+        _tool(
+            guarded(search_models), SearchModelsArgs, SearchModelsOutput, title="Search models", annotations=SEARCHES
+        ),
         _tool(
             guarded(generate_image),
             GenerateImageArgs,
