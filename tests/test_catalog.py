@@ -37,8 +37,11 @@ def test_runware_seed_values() -> None:
     for key, (air, steps, cfg) in expected.items():
         model = models[key]
         assert (model.air, model.default_steps, model.default_guidance) == (air, steps, cfg)
-        assert model.default_negative_prompt == "worst quality, low quality, blurry"
-        assert model.max_resolution == 1024
+        if model.inputs.instruction_edit:  # Kontext: larger images, and no negative prompt
+            assert (model.default_negative_prompt, model.max_resolution) == (None, 1568)
+        else:
+            assert model.default_negative_prompt == "worst quality, low quality, blurry"
+            assert model.max_resolution == 1024
 
 
 def test_flux_local_seed_values() -> None:
