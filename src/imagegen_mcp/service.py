@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -57,6 +57,7 @@ from imagegen_mcp.resolver import Candidate, Plan, ProviderState
 from imagegen_mcp.storage import CheckedImage, ImageStore, StoredImage, check_image
 
 logger = logging.getLogger(__name__)
+_E = TypeVar("_E", bound=BaseException)
 
 #: How much of a provider's error message an attempt keeps: enough for the cause, never a vendor's whole reply.
 MAX_REASON_CHARS = 300
@@ -401,9 +402,9 @@ class ImageService:
         except BaseException as exc:
             for path in written:
                 path.unlink(missing_ok=True)
-            failure = _single(exc)
-            if isinstance(failure, OSError):
-                raise storage_error(self.store.root, failure) from None
+            refused = _first(exc, OSError)
+            if refused is not None:
+                raise storage_error(self.store.root, refused) from None
             raise
         return tuple(image for image in saved if image is not None)
 
@@ -567,6 +568,15 @@ def _with_model(states: Sequence[ProviderState], ref: str, built: VendorModel[An
         else state
         for state in states
     )
+
+
+def _first(exc: BaseException, kind: type[_E]) -> _E | None:
+    """``exc`` itself, or the first exception of a task group's ``ExceptionGroup`` (at any depth), if a ``kind``."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        return next((found for inner in exc.exceptions if (found := _first(inner, kind)) is not None), None)
+    return None
 
 
 def _single(exc: BaseException) -> BaseException:

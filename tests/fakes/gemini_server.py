@@ -76,6 +76,8 @@ class ImageReply:
     with_thought_image: bool = False
     #: Send these bytes as the image instead of drawing one (e.g. data that is no image at all).
     data: bytes | None = None
+    #: Send this text as the image's base64 field instead (e.g. text that is not base64).
+    data_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -393,7 +395,8 @@ def _render(reply: Reply, request: RecordedRequest) -> tuple[int, dict[str, Any]
     if reply.with_thought_image:
         parts.append({"inlineData": _inline(_png(64, 64, (0, 0, 0))), "thought": True})
     image = reply.data if reply.data is not None else _png(width, height, reply.color)
-    parts.append({"inlineData": _inline(image)})
+    inline = _inline(image) if reply.data_text is None else {"mimeType": "image/png", "data": reply.data_text}
+    parts.append({"inlineData": inline})
     candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
     return 200, {"candidates": [candidate], "usageMetadata": _usage(1290), **envelope}
 
