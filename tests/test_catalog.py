@@ -30,6 +30,7 @@ def test_runware_seed_values() -> None:
         "juggernaut_lightning": ("rundiffusion:110@101", 4, 1.0),
         "flux_schnell": ("runware:100@1", 4, 3.5),
         "flux_kontext_dev": ("runware:106@1", 28, 2.5),
+        "flux_kontext_pro": ("bfl:3@1", None, None),
         "hidream_fast": ("runware:97@3", 8, 7.0),
     }
     models = registry(RUNWARE_MODELS)

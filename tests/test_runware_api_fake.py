@@ -51,9 +51,9 @@ def task(**overrides: Any) -> dict[str, Any]:
     }
 
 
-def png_data_uri(size: tuple[int, int] = (64, 48), image_format: str = "PNG") -> tuple[str, bytes]:
+def png_data_uri(size: tuple[int, int] = (64, 48), image_format: str = "PNG", mode: str = "RGB") -> tuple[str, bytes]:
     buffer = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(buffer, format=image_format)
+    Image.new(mode, size, (200, 30, 30) if mode == "RGB" else 255).save(buffer, format=image_format)
     data = buffer.getvalue()
     return f"data:image/{image_format.lower()};base64,{base64.b64encode(data).decode()}", data
 
@@ -432,6 +432,9 @@ async def test_an_unknown_model_is_an_invalid_model_parameter(
         ({"lora": [{"model": "runware:101@1", "weight": 1}]}, "lora"),
         ({"seedImage": "data:image/gif;base64,R0lGODlhAQABAAAAACw="}, "seedImage"),
         ({"inputs": {"referenceImages": ["8c2b2f4e-0000-4000-8000-000000000000"]}}, "inputs.referenceImages[0]"),
+        ({"seedImage": png_data_uri()[0], "maskImage": png_data_uri()[0]}, "maskImage"),  # colour: no mask
+        ({"seedImage": png_data_uri()[0], "maskImage": png_data_uri((32, 32), mode="L")[0]}, "maskImage"),  # size
+        ({"maskImage": png_data_uri(mode="L")[0]}, "seedImage"),
     ],
 )
 async def test_invalid_parameters_are_named(
@@ -450,11 +453,12 @@ async def test_an_uploaded_image_is_referred_to_by_uuid(
 ) -> None:
     client = make_client(transport)
     uri, data = png_data_uri()
+    mask_uri, mask_data = png_data_uri(mode="L")
     (uploaded,) = await client.image_upload({"image": uri})
-    (stored,) = await client.media_storage({"operation": "upload", "media": uri})
+    (stored,) = await client.media_storage({"operation": "upload", "media": mask_uri})
     assert uploaded["imageURL"].endswith(f"{uploaded['imageUUID']}.png")
     assert stored["operation"] == "upload" and stored["mediaURL"].endswith(f"{stored['mediaUUID']}.png")
-    assert [upload.data for upload in runware.uploads] == [data, data]
+    assert [upload.data for upload in runware.uploads] == [data, mask_data]
 
     await client.run(task(seedImage=uploaded["imageUUID"], maskImage=stored["mediaURL"], strength=0.7))
     (accepted,) = runware.tasks.values()

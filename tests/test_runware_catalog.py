@@ -7,10 +7,13 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from mcp.client import Client
+from mcp_types import BlobResourceContents
 from PIL import Image
 
 from imagegen_mcp.catalog import ProviderSpec
@@ -177,3 +180,68 @@ async def test_kontext_edits_by_instruction_with_the_image_as_its_reference(
     assert [image.field for image in task.images] == ["inputs.referenceImages[0]"]
     assert [image.data for image in task.images] == [source]
     assert (task.task["width"], task.task["height"]) == (320, 240)  # multiples of 16, the input's size
+
+
+async def test_an_edit_of_a_result_by_its_uri_sends_the_stored_bytes_and_links_back(
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
+) -> None:
+    async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
+        made = await client.call_tool("generate_image", {"prompt": "a harbour at noon", "width": 512, "height": 384})
+        (parent,) = assert_image_result(made, count=1)
+        edited = await client.call_tool(
+            "edit_image", {"prompt": "the same harbour at night", "image": parent["uri"], "strength": 0.4}
+        )
+    output = edited.structured_content or {}
+    assert output["operation"] == "image_to_image", text_of(edited)
+    (source,) = output["inputs"]
+    assert (source["image_id"], source["uri"]) == (parent["id"], parent["uri"])
+    *_, task = runware.tasks.values()
+    assert task.task["strength"] == 0.4
+    (seed_image,) = task.images
+    assert seed_image.data == Path(parent["path"]).read_bytes()  # the stored file, byte for byte
+    assert (task.task["width"], task.task["height"]) == (512, 384)
+
+
+async def test_inpainting_keeps_the_pixels_outside_the_mask(
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
+) -> None:
+    source = photo_like_png(256, 256, 11)
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
+        result = await client.call_tool(
+            "edit_image",
+            {"prompt": "a red door", "image": data_uri(source), "mask": data_uri(buffer.getvalue()), "count": 1},
+        )
+        (image,) = assert_image_result(result, count=1)
+        blob = (await client.read_resource(image["uri"])).contents[0]
+    assert (result.structured_content or {})["operation"] == "inpaint"
+    (task,) = runware.tasks.values()
+    assert [received.field for received in task.images] == ["seedImage", "maskImage"]
+    assert isinstance(blob, BlobResourceContents)
+    out = np.asarray(Image.open(io.BytesIO(base64.b64decode(blob.blob))).convert("RGB")).astype(int)
+    before = np.asarray(Image.open(io.BytesIO(source)).convert("RGB")).astype(int)
+    inside = np.zeros((256, 256), dtype=bool)
+    inside[64:192, 64:192] = True
+    assert np.abs(out - before)[~inside].mean() < 2  # kept outside the mask
+    assert np.abs(out - before)[inside].mean() > 20  # repainted inside it
+
+
+async def test_kontext_pro_makes_the_listed_size_nearest_the_input(
+    settings: Callable[..., Settings], runware: FakeRunwareAPI
+) -> None:
+    async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
+        result = await client.call_tool(
+            "edit_image",
+            {"prompt": "make it winter", "image": data_uri(photo_like_png(600, 400, 3)), "model": "flux_kontext_pro"},
+        )
+    (image,) = assert_image_result(result, count=1)
+    (task,) = runware.tasks.values()
+    assert (task.task["width"], task.task["height"]) == (1248, 832)  # 3:2, as the input
+    assert "steps" not in task.task and "CFGScale" not in task.task and "negativePrompt" not in task.task
+    assert (image["width"], image["height"]) == (1248, 832)
+    notes = (result.structured_content or {})["adjustments"]
+    assert any("mapped to 1248x832" in note for note in notes)
+    assert not any("answered" in note for note in notes)  # the size it was asked for, so no surprise

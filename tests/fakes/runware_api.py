@@ -268,6 +268,41 @@ def http_status_for(code: str) -> int:
     return 500
 
 
+def _check_mask(images: list[ReceivedImage], task: dict[str, Any]) -> None:
+    """Runware's checks of a ``maskImage``: it needs a ``seedImage`` of its size, and it is a mask (greyscale)."""
+    by_field = {image.field: image for image in images}
+    mask, seed = by_field.get("maskImage"), by_field.get("seedImage")
+    if mask is None:
+        return
+    if seed is None:
+        raise TaskRejected(runware_error("missingSeedImage", "A maskImage needs a seedImage.", task, "seedImage"))
+    assert mask.data is not None
+    decoded = Image.open(io.BytesIO(mask.data))
+    rgb = decoded.convert("RGB")
+    grey = decoded.mode in ("1", "L", "LA", "I", "I;16") or rgb.tobytes() == rgb.convert("L").convert("RGB").tobytes()
+    if not grey:
+        message = "Invalid value for 'maskImage' parameter. The mask must be a black and white image."
+        raise TaskRejected(runware_error("invalidMaskImage", message, task, "maskImage"))
+    if mask.dimensions != seed.dimensions:
+        message = "Invalid value for 'maskImage' parameter. The mask must have the size of the seedImage."
+        raise TaskRejected(runware_error("invalidMaskImage", message, task, "maskImage"))
+
+
+def _inpainted(data: bytes, inputs: list[ReceivedImage], output_format: str) -> bytes:
+    """With a seed image and a mask, what inpainting returns: the new pixels where the mask is white, the seed
+    image's elsewhere (the seed image's size); else ``data`` as it is."""
+    by_field = {image.field: image for image in inputs}
+    seed, mask = by_field.get("seedImage"), by_field.get("maskImage")
+    if seed is None or mask is None or seed.data is None or mask.data is None:
+        return data
+    base = Image.open(io.BytesIO(seed.data)).convert("RGB")
+    made = Image.open(io.BytesIO(data)).convert("RGB").resize(base.size)
+    where = Image.open(io.BytesIO(mask.data)).convert("L").resize(base.size)
+    buffer = io.BytesIO()
+    Image.composite(made, base, where).save(buffer, format=OUTPUT_FORMATS[output_format][0])
+    return buffer.getvalue()
+
+
 def render_image(width: int, height: int, seed: int, style: ImageStyle, output_format: str) -> bytes:
     """A deterministic image for (size, seed): smooth colour fields with grain, or one flat colour."""
     rng = random.Random(seed)
@@ -732,6 +767,7 @@ class FakeRunwareAPI:
         try:
             self._check_inference(task)
             images = self._input_images(task)
+            _check_mask(images, task)
         except TaskRejected as rejected:
             return {"errors": [rejected.error]}
         accepted = FakeTask(task, transport, images)
@@ -748,7 +784,9 @@ class FakeRunwareAPI:
                 task.error = {**self.task_error, "taskType": "imageInference", "taskUUID": task.uuid}
                 task.status = "error"
             else:
-                task.results = [await self._image(task.task, index) for index in range(self._count(task.task))]
+                task.results = [
+                    await self._image(task.task, index, task.images) for index in range(self._count(task.task))
+                ]
                 task.status = "success"
         finally:
             self.in_flight -= 1
@@ -761,7 +799,7 @@ class FakeRunwareAPI:
     def _model(self, air: Any) -> CatalogModel | None:
         return next((model for model in self.catalog if model.air == air), None)
 
-    async def _image(self, task: dict[str, Any], index: int) -> dict[str, Any]:
+    async def _image(self, task: dict[str, Any], index: int, inputs: list[ReceivedImage]) -> dict[str, Any]:
         first_seed = task.get("seed") if self.seed_override is None else self.seed_override
         seed = first_seed + index if isinstance(first_seed, int) else random.randrange(2**31)
         model = self._model(task["model"])
@@ -772,6 +810,7 @@ class FakeRunwareAPI:
             data = self.image_source(width, height, seed, output_format)
         else:
             data = await asyncio.to_thread(render_image, width, height, seed, self.image_style, output_format)
+            data = await asyncio.to_thread(_inpainted, data, inputs, output_format)
         media_type = OUTPUT_FORMATS[output_format][1]
         image_uuid = self._store(data, media_type)
         result: dict[str, Any] = {

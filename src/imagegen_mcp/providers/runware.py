@@ -40,6 +40,7 @@ import base64
 import functools
 import importlib.metadata
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -162,6 +163,14 @@ class RunwareModelConfig(ModelConfig):
     #: How an edit's images travel: ``seed_image`` (``seedImage``, ``maskImage``), or ``references``
     #: (``inputs.referenceImages``, the image to edit first: instruction-editing models such as FLUX Kontext).
     edit_input: Literal["seed_image", "references"] = "seed_image"
+    #: The only sizes the model makes, as (width, height); a request gets the one nearest its aspect ratio.
+    sizes: tuple[tuple[int, int], ...] = ()
+
+    def size_for(self, width: int, height: int) -> tuple[int, int]:
+        """The size the model makes for a request of ``width`` x ``height``."""
+        if not self.sizes:
+            return width, height
+        return min(self.sizes, key=lambda size: (abs(math.log(size[0] / size[1] * height / width)), size))
 
 
 RUNWARE_MODELS = (
@@ -203,6 +212,33 @@ RUNWARE_MODELS = (
         default_negative_prompt=None,
         inputs=ImageInputs(instruction_edit=True),
         edit_input="references",
+    ),
+    RunwareModelConfig(
+        key="flux_kontext_pro",
+        display_name="FLUX.1 Kontext [pro]",
+        description="Black Forest Labs' hosted Kontext: instruction edits of higher fidelity than [dev], at nine "
+        "fixed sizes around one megapixel (the nearest to the input's shape is used). $0.04 per image.",
+        air="bfl:3@1",
+        default_steps=None,
+        default_guidance=None,
+        size_multiple=16,
+        max_resolution=1568,
+        supports_negative_prompt=False,
+        default_negative_prompt=None,
+        supports_loras=False,
+        inputs=ImageInputs(instruction_edit=True),
+        edit_input="references",
+        sizes=(
+            (1568, 672),
+            (1392, 752),
+            (1184, 880),
+            (1248, 832),
+            (1024, 1024),
+            (832, 1248),
+            (880, 1184),
+            (752, 1392),
+            (672, 1568),
+        ),
     ),
     RunwareModelConfig(
         key="hidream_fast",
@@ -450,8 +486,16 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
             raise self.retired_error(model, "it is not an AIR identifier of the form source:model@version")
         client = await self._connect(progress)
         seeds = [request.seed_of(index) for index in range(request.count)]
-        inputs = await self._edit_inputs(client, request, model, progress)
-        tasks = [self._task(request, model, seed, inputs) for seed in seeds]
+        fields = await self._edit_inputs(client, request, model, progress)
+        size = model.size_for(request.width, request.height)
+        notes = []
+        if size != (request.width, request.height):
+            notes.append(
+                f"size {request.width}x{request.height} mapped to {size[0]}x{size[1]}, the nearest in shape of the "
+                f"sizes {self.info.name}:{model.key} makes"
+            )
+        fields |= {"width": size[0], "height": size[1]}
+        tasks = [self._task(request, model, seed, fields) for seed in seeds]
         await progress.update(f"submitted to Runware ({request.count} image(s) with {model.air})", 0.1)
         answers = await all_of(
             [functools.partial(self._image, client, task, model, seed) for task, seed in zip(tasks, seeds, strict=True)]
@@ -461,8 +505,9 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
         return ProviderResult(
             images=[answer.image for answer in answers],
             cost=sum(costs) if costs else None,
-            adjustments=[answer.note for answer in answers if answer.note],
+            adjustments=[*notes, *(answer.note for answer in answers if answer.note)],
             details={"air": model.air, "task_uuids": [task["taskUUID"] for task in tasks]},
+            size=size,
         )
 
     async def aclose(self) -> None:
@@ -473,8 +518,9 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
     # -- one image ----------------------------------------------------------------------------------
 
     def _task(
-        self, request: GenerationRequest, model: RunwareModelConfig, seed: int, inputs: dict[str, Any]
+        self, request: GenerationRequest, model: RunwareModelConfig, seed: int, fields: dict[str, Any]
     ) -> dict[str, Any]:
+        """One image's task; ``fields`` (the edit's images, the size) go over the request's own."""
         task: dict[str, Any] = {
             "taskType": "imageInference",
             "taskUUID": str(uuid.uuid4()),
@@ -495,7 +541,7 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
             "CFGScale": request.guidance_scale,
             "lora": [{"model": lora.model, "weight": lora.weight} for lora in request.loras] or None,
         }
-        return task | {name: value for name, value in optional.items() if value is not None} | inputs
+        return task | {name: value for name, value in optional.items() if value is not None} | fields
 
     async def _image(self, client: _Client, task: dict[str, Any], model: RunwareModelConfig, asked: int) -> _Answer:
         """One task's image; ``asked`` is the seed it was asked for (``task`` has it as Runware takes it)."""
