@@ -42,9 +42,10 @@ class DecodedImage:
     image: Image.Image
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int, *, verified: bool = False) -> DecodedImage:
     """Decode ``data`` completely, refusing what is not PNG, JPEG or WebP, has more than ``max_pixels`` pixels
-    (checked from the header, before decoding), or is damaged or truncated.
+    (checked from the header, before decoding), or is damaged or truncated. ``verified``: the bytes were decoded
+    and checked before (an image this server stored), so only the header is read; the pixels decode on use.
 
     Pillow itself refuses images over twice its ``MAX_IMAGE_PIXELS`` while opening them, and warns
     (``DecompressionBombWarning``) over once; the limit here is checked right after the header. The warning is
@@ -65,6 +66,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         raise UnusableImageError(
             "pixels", f"is {image.width}x{image.height}, more than the {max_pixels:,} pixels allowed", image.size
         )
+    if verified:
+        return DecodedImage(mime_type, image)
     try:
         image.load()
     except Exception:

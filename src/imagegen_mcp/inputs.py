@@ -455,9 +455,10 @@ class InputResolver:
     def _inspect(
         self, data: bytes, argument: str, source: InputSource, image_id: str | None
     ) -> tuple[InputImage, Image.Image]:
-        """Check the bytes (:func:`~imagegen_mcp.images.decode_image`), in the words of the argument."""
+        """Check the bytes (:func:`~imagegen_mcp.images.decode_image`), in the words of the argument. A stored
+        image was decoded and checked when it was saved: its header is enough."""
         try:
-            decoded = decode_image(data, self.policy.max_pixels)
+            decoded = decode_image(data, self.policy.max_pixels, verified=source == "imagegen")
         except UnusableImageError as unusable:
             if unusable.kind == "format":
                 raise _refuse(

@@ -36,7 +36,6 @@ task anyway: it has no way to stop one.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import importlib.metadata
 import logging
@@ -48,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import anyio
+import pybase64
 from pydantic import Field, SecretStr
 
 from imagegen_mcp import __version__
@@ -590,7 +590,7 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
         return fields
 
     async def _upload(self, client: _Client, image: InputImage) -> str:
-        data_uri = f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}"
+        data_uri = f"data:{image.mime_type};base64,{pybase64.b64encode(image.data).decode()}"
         try:
             (item, *_) = await client.sdk.media_storage({"operation": "upload", "media": data_uri})
         except Exception as exc:
