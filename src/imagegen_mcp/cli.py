@@ -7,6 +7,7 @@ Messages name the commands, flags and variables a person types, never the tools 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -249,6 +250,7 @@ def _serve(
     settings: Settings, transport: Transport, host: str, port: int, providers: Sequence[ProviderSpec] | None
 ) -> int:
     from imagegen_mcp.server.app import build_app
+    from imagegen_mcp.server.stdio import run_stdio
 
     app = build_app(settings, providers)
     if transport == "stdio":
@@ -259,7 +261,7 @@ def _serve(
                 "'a lighthouse'` in a shell.",
                 file=sys.stderr,
             )
-        return anyio.run(_until_stopped, app.server.run_stdio_async, app.reload_config)
+        return anyio.run(_until_stopped, functools.partial(run_stdio, app.server), app.reload_config)
     from imagegen_mcp.server.http import http_app, serve_http
 
     asgi = http_app(app.server, settings, transport, host)  # refuses a bind it must not serve, before serving
