@@ -113,7 +113,7 @@ class DevicePipelines:
     ) -> Generation | None:
         if should_stop():  # cancelled as its turn came: leave the device to the next request at once
             return None
-        pipe, load_ms = self._pipeline(model, report)
+        pipe, load_ms = self._pipeline(model)
         self._apply_loras(model, pipe, request.loras, report)
         if request.edit is not None:
             pipe = self._edit_pipeline(model, pipe, request.edit.operation)
@@ -174,8 +174,9 @@ class DevicePipelines:
             self.derived[key] = derived
         return self.derived[key]
 
-    def _pipeline(self, model: FluxModelConfig, report: Report) -> tuple[Pipeline, int | None]:
-        """The model's pipeline and how long loading it took (``None``: it was already loaded)."""
+    def _pipeline(self, model: FluxModelConfig) -> tuple[Pipeline, int | None]:
+        """The model's pipeline and how long loading it took (``None``: it was already loaded). The provider
+        has told the client about a load before the worker thread started."""
         if model.key in self.loaded:
             self.loaded.move_to_end(model.key)
             return self.loaded[model.key], None
@@ -185,8 +186,6 @@ class DevicePipelines:
             self.derived = {key: pipe for key, pipe in self.derived.items() if key[0] != evicted}
             self.applied.pop(evicted, None)
             self.free_memory()
-        downloading = self.locator.allow_download and self.locator.missing(model) is not None
-        report(f"{'downloading and loading' if downloading else 'loading'} {model.key} (first use)", None)
         started = time.perf_counter()
         pipe = self._load(model)
         self.loaded[model.key] = pipe

@@ -2,7 +2,8 @@
 
 This module is what the server imports at start: availability and the async side of generation. It imports
 no torch or diffusers. The heavy half (:mod:`.pipeline`) is imported in the device's worker thread on the
-first generation; :mod:`.weights` finds the weights on disk and :mod:`.queue` lines requests up for the device.
+first generation, in a way that keeps the event loop answering meanwhile (see :func:`_import_runtime`);
+:mod:`.weights` finds the weights on disk and :mod:`.queue` lines requests up for the device.
 
 A generation waits for its turn on the device (one at a time, in arrival order, told its place in line),
 then runs in a worker thread while the event loop keeps serving. The thread reports every denoising step
@@ -15,11 +16,16 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import gc
+import importlib
+import importlib.machinery
 import os
 import platform
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -55,6 +61,11 @@ if TYPE_CHECKING:
 GPU_TIMEOUT_S = 300.0
 CPU_TIMEOUT_S = 1800.0
 _REQUIRED_MODULES = ("torch", "diffusers", "transformers", "huggingface_hub")
+#: What the first generation imports in its worker thread, in this order, and what the client hears meanwhile.
+_RUNTIME_IMPORTS = (
+    ("torch", "importing torch (first use)"),
+    ("imagegen_mcp.providers.flux_local.pipeline", "importing diffusers and transformers (first use)"),
+)
 
 
 @functools.cache
@@ -159,6 +170,9 @@ class FluxLocalProvider(ImageProvider[FluxModelConfig]):
 
         report, should_stop = _thread_callbacks(progress)
         async with self.queue.turn(report_position):
+            if self.pipelines is None or model.key not in self.pipelines.loaded:
+                # Said before the worker thread starts: a first load imports torch and diffusers for seconds.
+                await progress.update(self._loading_message(model))
             outcome = await anyio.to_thread.run_sync(self._generate_in_thread, model, request, report, should_stop)
         if outcome is None:
             # Stopped because this request was cancelled: let that cancellation (or timeout) surface as itself.
@@ -166,16 +180,19 @@ class FluxLocalProvider(ImageProvider[FluxModelConfig]):
             raise GenerationCancelledError(f"The generation with {model.key} was stopped before it finished.")
         return ProviderResult(images=outcome.images, details=outcome.details)
 
+    def _loading_message(self, model: FluxModelConfig) -> str:
+        downloading = self.weights.allow_download and self.weights.missing(model) is not None
+        return f"{'downloading and loading' if downloading else 'loading'} {model.key} (first use)"
+
     def _generate_in_thread(
         self, model: FluxModelConfig, request: GenerationRequest, report: Report, should_stop: ShouldStop
     ) -> Generation | None:
         if self.pipelines is None:
-            from imagegen_mcp.providers.flux_local.pipeline import DevicePipelines
-
+            device_pipelines = _import_runtime(lambda stage: report(stage, None))
             device = self._device()
             assert device is not None
             dtype = "float32" if device == "cpu" else "float16"
-            self.pipelines = DevicePipelines(device, dtype, self.config.max_pipelines, self.weights)
+            self.pipelines = device_pipelines(device, dtype, self.config.max_pipelines, self.weights)
         return self.pipelines.generate(model, request, report, should_stop)
 
     async def aclose(self) -> None:
@@ -208,3 +225,128 @@ def _thread_callbacks(progress: Progress) -> tuple[Report, ShouldStop]:
         return False
 
     return report, should_stop
+
+
+# -- importing torch and diffusers in a worker thread -------------------------------------------------------
+
+
+def _import_runtime(report_stage: Callable[[str], None]) -> type[DevicePipelines]:
+    """Import torch and :mod:`.pipeline` (diffusers, transformers) in the calling worker thread, telling the
+    client each stage as it starts; the :class:`~.pipeline.DevicePipelines` class.
+
+    A worker thread alone does not keep the event loop answering: it shares the GIL, and three things in these
+    imports keep it from the loop for 100-400 ms at a time on 2 cores (see bench/local_responsiveness.py):
+
+    * the cyclic garbage collector: the imports create some 400,000 objects that it tracks, and each of its
+      full collections, run in whichever thread happens to allocate, scans them all;
+    * loading extension modules: the import system calls ``dlopen`` holding the GIL, and for torch that runs
+      the static initialisers of a 400 MB library (200-300 ms; longer from a cold disk);
+    * the GIL's hand-off: a waiting thread asks for the GIL only after a whole switch interval (5 ms) in which
+      it did not change hands, and the imports' bursts of short system calls (each one a release and retake by
+      the worker) restart that wait again and again.
+
+    :class:`_SharedGilImports` answers each of them for the duration of the imports.
+    """
+    for module, stage in _RUNTIME_IMPORTS:
+        if module not in sys.modules:
+            report_stage(stage)
+            with _SHARED_GIL_IMPORTS.running():
+                importlib.import_module(module)
+    from imagegen_mcp.providers.flux_local.pipeline import DevicePipelines
+
+    return DevicePipelines
+
+
+class _SharedGilImports:
+    """While :meth:`running` (concurrent uses share one window):
+
+    * garbage collection is off, and what exists when the window closes is frozen (:func:`gc.freeze`: never
+      scanned again; the imported modules live as long as the process, and so does any object alive then that
+      later becomes cyclic garbage);
+    * the switch interval is :attr:`SWITCH_INTERVAL_S`: the imports' bursts of system calls often leave that
+      long without a hand-off (5 ms, hardly ever), so a waiting event loop gets to ask for the GIL; the
+      slowest list_providers during a first generation halves, and the imports take no longer (on 2 cores);
+    * this meta path finder, placed just before :class:`importlib.machinery.PathFinder` and answering as it
+      does, gives each extension module it finds a loader that first opens the file with libc's ``dlopen``
+      called through ctypes, which releases the GIL for the call; the import system's own ``dlopen`` is then
+      instant, and only the module's init function runs holding the GIL.
+
+    The finder is installed once and never removed (removing a finder while another thread walks
+    ``sys.meta_path`` can make that thread skip the next one); outside a window it answers nothing.
+    """
+
+    SWITCH_INTERVAL_S = 0.0005
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._installed = False
+        #: Whether garbage collection was on, and the switch interval, as the last window opened.
+        self._saved = (gc.isenabled(), sys.getswitchinterval())
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            if not self._users:
+                self._open()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    self._close()
+
+    def _open(self) -> None:
+        self._saved = (gc.isenabled(), sys.getswitchinterval())
+        gc.disable()
+        sys.setswitchinterval(min(self._saved[1], self.SWITCH_INTERVAL_S))
+        if not self._installed and _dlopen() is not None and importlib.machinery.PathFinder in sys.meta_path:
+            sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder), self)
+            self._installed = True
+
+    def _close(self) -> None:
+        collecting, interval = self._saved
+        sys.setswitchinterval(interval)
+        gc.freeze()
+        if collecting:
+            gc.enable()
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not self._users:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is not None and type(spec.loader) is importlib.machinery.ExtensionFileLoader:
+            spec.loader = _PreopenedExtensionLoader(spec.loader.name, spec.loader.path)
+        return spec
+
+
+class _PreopenedExtensionLoader(importlib.machinery.ExtensionFileLoader):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        dlopen = _dlopen()
+        if dlopen is not None:
+            # The flags the import system opens extension modules with; a failure is left to it to report.
+            dlopen(os.fsencode(self.path), sys.getdlopenflags())
+        return super().create_module(spec)
+
+
+@functools.cache
+def _dlopen() -> Callable[[bytes, int], int | None] | None:
+    """libc's ``dlopen`` as a ctypes foreign function (``None`` where there is none, as on Windows)."""
+    import ctypes
+
+    if not hasattr(sys, "getdlopenflags"):
+        return None
+    try:
+        dlopen = ctypes.CDLL(None).dlopen
+    except (OSError, AttributeError):
+        return None
+    dlopen.argtypes = (ctypes.c_char_p, ctypes.c_int)
+    dlopen.restype = ctypes.c_void_p
+    return dlopen
+
+
+_SHARED_GIL_IMPORTS = _SharedGilImports()

@@ -1,10 +1,11 @@
 """Where a local model's weights are, and which of them are missing.
 
-:meth:`WeightsLocator.missing` answers from the disk alone (no network, no torch): availability is checked on
-every ``list_providers``. :meth:`WeightsLocator.locate` runs in the device's worker thread before a load and
-downloads what is missing when ``FLUX_LOCAL_ALLOW_DOWNLOAD`` is on; otherwise ``imagegen-mcp pull`` (see
-:mod:`.pull`) fetches them beforehand. huggingface_hub comes with the ``local`` extra, so it is imported only
-when a model names a Hugging Face repository.
+:meth:`WeightsLocator.missing` answers from the disk alone (no network, no torch, not even huggingface_hub's
+download module): availability is checked on the event loop on every ``list_providers``.
+:meth:`WeightsLocator.locate` runs in the device's worker thread before a load and downloads what is missing
+when ``FLUX_LOCAL_ALLOW_DOWNLOAD`` is on; otherwise ``imagegen-mcp pull`` (see :mod:`.pull`) fetches them
+beforehand. huggingface_hub comes with the ``local`` extra, so it is imported only when a model names a
+Hugging Face repository.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from imagegen_mcp.errors import AuthenticationError, ImageGenError, ProviderError, ProviderUnavailableError
 from imagegen_mcp.providers.base import LoraSpec
@@ -189,12 +190,21 @@ class WeightsLocator:
         return found
 
     def _cached(self, repo_id: str, alternatives: tuple[str, ...]) -> Path | None:
-        from huggingface_hub import try_to_load_from_cache
+        """The first of ``alternatives`` that the cache holds at the repository's ``main`` revision.
 
+        This reads the cache's documented layout as ``huggingface_hub.try_to_load_from_cache`` does
+        (``models--org--name/refs/main`` names a commit, ``snapshots/<commit>/`` holds its files) without
+        importing it: availability is checked on the event loop, and importing huggingface_hub's download
+        module there takes about 100 ms, longer while a first generation imports diffusers (and with it that
+        module) in a worker thread. A name that would leave the snapshot (absolute, or with ``..``) is not there.
+        """
+        repo = self.cache_path() / f"models--{repo_id.replace('/', '--')}"
+        ref = repo / "refs" / "main"
+        snapshot = repo / "snapshots" / (ref.read_text() if ref.is_file() else "main")
         for name in alternatives:
-            found = try_to_load_from_cache(repo_id, name, cache_dir=self.cache_dir)
-            if isinstance(found, str):
-                return Path(found)
+            parts = PurePosixPath(name).parts
+            if parts and parts[0] != "/" and ".." not in parts and (snapshot / name).is_file():
+                return snapshot / name
         return None
 
     def _download(self, source: HubSource, key: str) -> Path:
