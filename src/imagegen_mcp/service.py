@@ -511,15 +511,15 @@ async def _checked(candidate: Candidate, output: ProviderResult) -> tuple[Checke
     checked: list[CheckedImage | None] = [None] * len(output.images)
     problems: list[tuple[int, UnusableImageError]] = []
 
-    async def check(index: int, data: bytes) -> None:
+    async def check(index: int, image: GeneratedImage) -> None:
         try:
-            checked[index] = await anyio.to_thread.run_sync(check_image, data)
+            checked[index] = await anyio.to_thread.run_sync(check_image, image.data, image.decoded)
         except UnusableImageError as unusable:
             problems.append((index, unusable))
 
     async with anyio.create_task_group() as group:
         for index, image in enumerate(output.images):
-            group.start_soon(check, index, image.data)
+            group.start_soon(check, index, image)
     if problems:
         index, unusable = min(problems, key=lambda problem: problem[0])
         raise ProviderError(

@@ -97,9 +97,12 @@ class CheckedImage:
     image: Image.Image
 
 
-def check_image(data: bytes) -> CheckedImage:
+def check_image(data: bytes, decoded: Image.Image | None = None) -> CheckedImage:
     """Decode a provider's image before anything is written (raises
-    :class:`~imagegen_mcp.images.UnusableImageError`). Blocking: run it in a worker thread."""
+    :class:`~imagegen_mcp.images.UnusableImageError`); ``decoded``: the provider's own pixels of ``data``, made in
+    this process, which stand for the decode. Blocking: run it in a worker thread."""
+    if decoded is not None and data.startswith(PNG_SIGNATURE):
+        return CheckedImage(data, decoded)
     image = decode_image(data, MAX_OUTPUT_PIXELS).image
     if data.startswith(PNG_SIGNATURE):
         return CheckedImage(data, image)

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 
 import anyio.to_thread
 import pybase64
@@ -28,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import ConfigError, ModelRetiredError, ProviderError
 from imagegen_mcp.inputs import InputImage
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 from imagegen_mcp.storage import URI_PREFIX
 
 MODEL_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -276,6 +279,9 @@ class GeneratedImage:
     mime_type: str
     #: The seed this image was actually made with.
     seed: int
+    #: The same image as pixels, when the provider made it in this process (a local pipeline): the server then
+    #: need not decode ``data`` again to check it and make the preview. Never set for a vendor's bytes.
+    decoded: PILImage | None = None
 
 
 async def decode_base64_images(provider: str, payloads: Sequence[tuple[str, str, int]]) -> list[GeneratedImage]:

@@ -125,7 +125,7 @@ class DevicePipelines:
             image = _denoise(pipe, model, request, seed, index, report, should_stop)
             if image is None:
                 return None
-            images.append(GeneratedImage(data=image, mime_type="image/png", seed=seed))
+            images.append(GeneratedImage(data=_png(image), mime_type="image/png", seed=seed, decoded=image))
         scheduler = pipe.scheduler
         details = {
             "device": self.device,
@@ -222,8 +222,8 @@ def _denoise(
     index: int,
     report: Report,
     should_stop: ShouldStop,
-) -> bytes | None:
-    """One image as PNG bytes, or ``None`` when stopped. Each image gets its own generator, on the CPU so
+) -> Image.Image | None:
+    """One image, or ``None`` when stopped. Each image gets its own generator, on the CPU so
     that a seed gives the same starting noise on every device, and each image is reproducible alone from
     its reported seed (a batched call would tie it to the batch)."""
     count = request.count
@@ -251,10 +251,14 @@ def _denoise(
     )
     if pipe.interrupt:
         return None
-    image = output.images[0]
+    image: Image.Image = output.images[0]
     if "mask_image" in inputs:
         # The VAE's round trip changes every pixel a little; outside the mask the input's own pixels are kept.
         image = Image.composite(image, inputs["image"], inputs["mask_image"])
+    return image
+
+
+def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
