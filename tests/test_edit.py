@@ -3,22 +3,19 @@ provider receives, lineage in the result and the history, capability-aware plans
 
 from __future__ import annotations
 
-import base64
-import io
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp.client import Client
-from PIL import Image
 
 from imagegen_mcp.config import Settings
 from imagegen_mcp.providers.base import ImageInputs
 from imagegen_mcp.server.app import build_server
 from imagegen_mcp.testing import FunctionModelConfig, FunctionProvider, photo_like_png
 from tests.e2e import assert_image_result, error_of
+from tests.images import bomb_png, data_uri, solid_png
 
 pytestmark = pytest.mark.anyio
 
@@ -32,16 +29,6 @@ def providers() -> tuple[FunctionProvider, FunctionProvider]:
         FunctionProvider(name="local", models=[PAINTER, EDITOR], priority=1),
         FunctionProvider(name="cloud", models=[INSTRUCTED], priority=2),
     )
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
-
-
-def png(width: int, height: int, colour: tuple[int, ...] = (200, 30, 30), mode: str = "RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, (width, height), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def test_an_edit_of_a_result_by_its_uri_reaches_the_provider_with_the_stored_bytes(
@@ -75,7 +62,7 @@ async def test_masks_and_references_and_strength_defaults(
 ) -> None:
     local, cloud = providers()
     source = photo_like_png(128, 128, 1)
-    mask = png(64, 64, (255,), mode="L")  # half the size, same shape: scaled to the image
+    mask = solid_png(64, 64, 255, mode="L")  # half the size, same shape: scaled to the image
     async with Client(build_server(make_settings(), [local, cloud])) as client:
         masked = await client.call_tool(
             "edit_image", {"prompt": "repaint", "image": data_uri(source), "mask": data_uri(mask)}
@@ -85,7 +72,7 @@ async def test_masks_and_references_and_strength_defaults(
             {
                 "prompt": "in this style",
                 "image": data_uri(source),
-                "reference_images": [data_uri(png(32, 32))],
+                "reference_images": [data_uri(solid_png(32, 32))],
                 "strength": 0.3,
             },
         )
@@ -115,8 +102,8 @@ async def test_an_explicit_model_without_the_capability_is_refused_with_the_mode
             "edit_image",
             {
                 "prompt": "x",
-                "image": data_uri(png(64, 64)),
-                "mask": data_uri(png(64, 64, (255,), "L")),
+                "image": data_uri(solid_png(64, 64)),
+                "mask": data_uri(solid_png(64, 64, 255, "L")),
                 "model": "cloud:instructed",
             },
         )
@@ -125,20 +112,6 @@ async def test_an_explicit_model_without_the_capability_is_refused_with_the_mode
     assert "cloud:instructed cannot edit an image, inpaint with a mask" in error["message"]
     assert error["details"]["capable_models"] == ["local:editor"]
     assert local.calls == [] and cloud.calls == []
-
-
-def bomb_png(side: int) -> bytes:
-    """A 1-bit PNG of side x side pixels, all black, of a few kilobytes."""
-    row = b"\x00" + b"\x00" * ((side + 7) // 8)
-    raw = zlib.compress(row * side, 9)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        import struct
-
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = chunk(b"IHDR", side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0]))
-    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(
@@ -161,7 +134,7 @@ async def test_bad_inputs_are_structured_errors_and_the_server_keeps_serving(
     local, cloud = providers()
     arguments: dict[str, Any] = {"prompt": "x", "image": data_uri(photo_like_png(64, 64, 2))}
     if value == "bomb":
-        value = data_uri(bomb_png(60000))
+        value = data_uri(bomb_png(60000, 60000))
     elif value == "colour":
         value = data_uri(photo_like_png(64, 64, 3))
     arguments[argument] = value.format(root=settings.output_dir)

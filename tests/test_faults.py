@@ -37,7 +37,7 @@ from imagegen_mcp.testing import FunctionModelConfig, FunctionProvider, draws_im
 from tests.e2e import assert_image_result, error_of, text_of
 from tests.fakes.gemini_server import GEMINI_KEY, ErrorReply, FakeGeminiServer, ImageReply, Reply, TextReply
 from tests.fakes.runware_api import FakeRunwareAPI
-from tests.test_edit import bomb_png
+from tests.images import bomb_png
 
 pytestmark = pytest.mark.anyio
 
@@ -119,7 +119,7 @@ def png_of(image: Image.Image) -> bytes:
 
 
 TRUNCATED = photo_like_png(256, 256, 1)[:3000]
-BOMB = bomb_png(40000)  # 1.6 billion pixels in a few kilobytes
+BOMB = bomb_png(40000, 40000)  # 1.6 billion pixels in a few hundred bytes
 
 GEMINI_FAULTS: list[tuple[str, Reply, str]] = [
     ("not base64", ImageReply(data_text="%%% this is not base64 %%%"), "provider_error"),

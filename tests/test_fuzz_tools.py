@@ -18,8 +18,6 @@ import base64
 import io
 import json
 import os
-import struct
-import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from imagegen_mcp.errors import ErrorCode, RateLimitedError
 from imagegen_mcp.providers.base import ImageInputs
 from imagegen_mcp.server.app import build_server
 from imagegen_mcp.testing import FunctionModelConfig, FunctionProvider, fails_with, photo_like_png
+from tests.images import bomb_png, data_uri
 
 #: Calls per run (hypothesis examples; each is one call).
 CALLS = 2000
@@ -84,7 +83,7 @@ class World:
         (world.inputs / "ok.png").write_bytes(png)
         (world.inputs / "truncated.png").write_bytes(png[: len(png) // 2])
         (world.inputs / "notes.png").write_text("not an image")
-        (world.inputs / "bomb.png").write_bytes(png_header_claiming(100_000, 100_000))
+        (world.inputs / "bomb.png").write_bytes(bomb_png(100_000, 100_000))
         (world.root / "outside.png").write_bytes(png)
         (world.root / "x").write_text("a file beside the folders")
         (world.cwd / "x.png").write_bytes(png)
@@ -128,22 +127,6 @@ def grey_mask(size: int) -> bytes:
     return buffer.getvalue()
 
 
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` pixels but holds one row: a decompression bomb's shape."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 7)) + chunk(b"IEND", b"")
-    )
-
-
-def data_uri(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
 def jpeg(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="JPEG")
@@ -155,9 +138,9 @@ def references(world: World, stored: list[str], jobs: list[str]) -> st.SearchStr
     real thing (stored image, job, model, provider), else any of those or an odd one."""
     images = [
         *(f"imagegen://images/{image_id}" for image_id in stored),
-        data_uri("image/png", photo_like_png(64, 64, 2)),
-        data_uri("image/jpeg", jpeg(32, 32)),
-        data_uri("image/png", grey_mask(64)),
+        data_uri(photo_like_png(64, 64, 2), "image/png"),
+        data_uri(jpeg(32, 32), "image/jpeg"),
+        data_uri(grey_mask(64), "image/png"),
         str(world.inputs / "ok.png"),
     ]
     ids = [*stored, *jobs, *MODEL_IDS, *PROVIDERS]
@@ -181,11 +164,11 @@ def odd_references(world: World, stored: list[str]) -> list[str]:
         "imagegen://images/../../../x",
         "imagegen://images/",
         "imagegen:x",
-        data_uri("image/jpeg", png),
-        data_uri("image/png", png_header_claiming(100_000, 100_000)),
-        data_uri("image/png", png[:200]),
-        data_uri("image/png", b"GIF89a not a png"),
-        data_uri("text/plain", b"hello"),
+        data_uri(png, "image/jpeg"),
+        data_uri(bomb_png(100_000, 100_000), "image/png"),
+        data_uri(png[:200], "image/png"),
+        data_uri(b"GIF89a not a png", "image/png"),
+        data_uri(b"hello", "text/plain"),
         "data:image/png;base64,!!!not base64!!!",
         "data:image/png;base64,",
         "data:image/png,rawbytes",

@@ -37,6 +37,7 @@ from tests.fakes.gemini_server import (
     unavailable,
 )
 from tests.fakes.palette import PaletteProvider
+from tests.images import data_uri, solid_png
 
 pytestmark = pytest.mark.anyio
 
@@ -317,7 +318,7 @@ async def test_an_edit_sends_the_image_then_the_references_and_the_instruction(
     }
     async with Client(build_server(gemini_settings(), [GeminiProvider])) as client:
         result = await client.call_tool("edit_image", arguments)
-        masked = await client.call_tool("edit_image", {**arguments, "mask": data_uri(grey_png(96, 64))})
+        masked = await client.call_tool("edit_image", {**arguments, "mask": data_uri(solid_png(96, 64, 255, "L"))})
 
     output = structured(result)
     assert output["model"] == DEFAULT and output["operation"] == "instruction_edit", text_of(result)
@@ -345,13 +346,3 @@ async def test_more_references_than_the_model_takes_are_refused_before_any_call(
 async def call_edit(settings: Settings, arguments: dict[str, Any]) -> CallToolResult:
     async with Client(build_server(settings, [GeminiProvider])) as client:
         return await client.call_tool("edit_image", arguments)
-
-
-def grey_png(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", (width, height), 255).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()

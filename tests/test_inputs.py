@@ -30,9 +30,9 @@ from PIL import Image, ImageDraw
 
 from imagegen_mcp import inputs
 from imagegen_mcp.errors import ErrorCode, InvalidRequestError
-from imagegen_mcp.images import PNG_SIGNATURE
 from imagegen_mcp.inputs import InputImage, InputPolicy, InputResolver, IPAddress, is_public_address
 from imagegen_mcp.storage import ImageStore
+from tests.images import bomb_png, data_uri
 
 pytestmark = pytest.mark.anyio
 
@@ -54,26 +54,6 @@ def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A 1-bit PNG whose header announces ``width`` x ``height`` pixels, in a few hundred bytes."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    row = b"\x00" + bytes(-(-width // 8))
-    return (
-        PNG_SIGNATURE
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", zlib.compress(row * 64, 9))
-        + png_chunk(b"IEND", b"")
-    )
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def mask_image(width: int, height: int, mode: str = "L") -> Image.Image:

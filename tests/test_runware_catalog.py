@@ -23,6 +23,7 @@ from imagegen_mcp.server.app import build_server
 from imagegen_mcp.testing import photo_like_png
 from tests.e2e import assert_image_result, error_of, text_of
 from tests.fakes.runware_api import DEFAULT_KEY, FakeRunwareAPI
+from tests.images import data_uri, solid_png
 
 pytestmark = pytest.mark.anyio
 
@@ -37,16 +38,6 @@ def settings(runware: FakeRunwareAPI, make_settings: Callable[..., Settings]) ->
         )
 
     return make
-
-
-def data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
-def grey_png(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", (width, height), 255).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 async def test_search_models_answers_from_runware_and_a_found_id_generates(
@@ -147,7 +138,9 @@ async def test_an_edit_uploads_each_image_once_and_sends_seed_image_strength_and
     }
     async with Client(build_server(settings(), RUNWARE_ONLY)) as client:
         edited = await client.call_tool("edit_image", arguments)
-        masked = await client.call_tool("edit_image", {**arguments, "count": 1, "mask": data_uri(grey_png(256, 192))})
+        masked = await client.call_tool(
+            "edit_image", {**arguments, "count": 1, "mask": data_uri(solid_png(256, 192, 255, "L"))}
+        )
 
     assert_image_result(edited, count=2)
     output = edited.structured_content or {}
