@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -313,16 +313,16 @@ class JobRunner:
     # -- views -----------------------------------------------------------------------------------------
 
     def _info_of_running(self, running: _Running) -> JobInfo:
+        """The recorded job with its live state in this process, which is newer."""
         job = running.job
-        return JobInfo(
-            id=job.id,
-            status=running.status,
-            progress=round(running.progress, 4),
-            message=running.message,
-            uri=JOB_URI_PREFIX + job.id,
-            poll_interval_ms=job.poll_interval_ms,
-            created_at=job.created_at.isoformat(timespec="seconds"),
-            updated_at=(running.updated_at or job.updated_at).isoformat(timespec="seconds"),
+        return job_info(
+            replace(
+                job,
+                status=running.status,
+                progress=running.progress,
+                progress_message=running.message,
+                updated_at=running.updated_at or job.updated_at,
+            )
         )
 
     async def _view_from_history(self, job: Job) -> JobView:

@@ -85,10 +85,16 @@ def model_ids(states: Sequence[ProviderState]) -> list[str]:
     return [f"{state.name}:{key}" for state in sorted(states, key=lambda s: s.name) for key in state.models]
 
 
+def split_model_id(ref: str) -> tuple[str, str]:
+    """``provider:key`` as its two parts, ``("", key)`` for a bare key. Model keys have no colon, but a vendor id
+    standing for a key may (``runware:civitai:133005@782002``): only the first colon separates."""
+    provider, colon, key = ref.partition(":")
+    return (provider, key) if colon else ("", ref)
+
+
 def find_model(states: Sequence[ProviderState], ref: str, provider: str | None = None) -> tuple[ProviderState, str]:
     """Look up ``provider:key`` or a bare key; when ``provider`` is given it must own the model."""
-    # Model keys have no colon, but a vendor id standing for a key may (``runware:civitai:133005@782002``).
-    provider_part, _, key = ref.partition(":") if ":" in ref else ("", "", ref)
+    provider_part, key = split_model_id(ref)
     if provider_part:
         owners = [find_provider(states, provider_part)]
     else:

@@ -226,9 +226,9 @@ class ImageService:
 
     async def _vendor_model(self, ref: str | None) -> tuple[str, VendorModel[Any]] | None:
         """For ``provider:<vendor id>`` that no entry configures, the model its provider builds for it."""
-        if ref is None or ":" not in ref:
+        if ref is None:
             return None
-        name, key = _split(ref)
+        name, key = resolver.split_model_id(ref)
         provider = self.catalog.providers.get(name)
         if provider is None or key in provider.models or key in provider.retired_models():
             return None
@@ -270,7 +270,7 @@ class ImageService:
         if not candidate.availability.met:
             return _skipped(candidate, ErrorCode.PROVIDER_UNAVAILABLE, candidate.availability.reason)
         provider = self.catalog.providers[candidate.provider]
-        built = vendor[1] if vendor is not None and (candidate.provider, candidate.model) == _split(vendor[0]) else None
+        built = vendor[1] if vendor is not None and candidate.id == vendor[0] else None
         model = built.model if built is not None else provider.models[candidate.model]
         if provider.info.paid and self.budget is not None:
             refusal = refused or await self.budget.refusal(candidate.provider, candidate.id, request.count)
@@ -552,16 +552,10 @@ def _reason(message: str) -> str:
     return message if len(message) <= MAX_REASON_CHARS else message[: MAX_REASON_CHARS - 1].rstrip() + "…"
 
 
-def _split(ref: str) -> tuple[str, str]:
-    """``provider:key`` as its two parts (a vendor id as the key may hold colons itself)."""
-    provider, _, key = ref.partition(":")
-    return provider, key
-
-
 def _with_model(states: Sequence[ProviderState], ref: str, built: VendorModel[Any]) -> tuple[ProviderState, ...]:
     """The snapshot with a model built for this request among its provider's (only for this request: the
     listings keep showing the configured models)."""
-    name, key = _split(ref)
+    name, key = resolver.split_model_id(ref)
     return tuple(
         replace(state, models=(*state.models, key), inputs={**state.inputs, key: built.model.inputs})
         if state.name == name

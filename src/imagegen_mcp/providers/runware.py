@@ -474,6 +474,7 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
         except Exception as exc:
             raise self._error(exc, client, None) from None
         found = [_found(self.info.name, item) for item in answer.get("results") or [] if isinstance(item, dict)]
+        self._searches.pop(query, None)  # a refreshed answer goes to the end, as the newest
         self._searches[query] = (time.monotonic(), found)
         while len(self._searches) > SEARCH_CACHE_SIZE:
             del self._searches[next(iter(self._searches))]
