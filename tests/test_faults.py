@@ -268,8 +268,10 @@ async def test_a_huge_one_bit_png_is_stored_with_a_preview(make_settings: Callab
         result = await client.call_tool("generate_image", {"prompt": "a square", "width": 4096, "height": 4096})
         (image,) = assert_image_result(result, count=1)
         (blob,) = (await client.read_resource(image["uri"])).contents
+        (thumbnail,) = (await client.read_resource(image["uri"] + "/thumbnail")).contents
     assert (image["width"], image["height"]) == (12000, 12000)
     assert isinstance(blob, BlobResourceContents)
+    assert isinstance(thumbnail, BlobResourceContents) and thumbnail.mime_type == "image/webp"
 
 
 async def test_a_negative_prompt_that_cannot_act_is_said() -> None:

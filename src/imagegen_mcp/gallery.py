@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from imagegen_mcp.archive import ImageSummary, summary_of
 from imagegen_mcp.errors import NotFoundError
 from imagegen_mcp.history import HistoryStore, LinkedImage, ParentRole
-from imagegen_mcp.storage import ImageStore
+from imagegen_mcp.storage import ImageStore, fit_within
 
 THUMBNAIL_PX = 256
 THUMBNAIL_MIME = "image/webp"
@@ -99,13 +99,7 @@ class Thumbnails:
         return data
 
     def _make(self, image_id: str) -> bytes:
-        with Image.open(self.store.path_for(image_id)) as image:
-            # An integer box reduction first (cheap), then a bilinear resize to the exact limit.
-            factor = max(image.size) // self.max_px
-            small = image.reduce(factor) if factor > 1 else image.copy()
-        small.thumbnail((self.max_px, self.max_px), Image.Resampling.BILINEAR)
-        if small.mode not in ("RGB", "RGBA", "L"):
-            small = small.convert("RGBA")
         buffer = io.BytesIO()
-        small.save(buffer, format="WEBP", quality=60, method=0)
+        with Image.open(self.store.path_for(image_id)) as image:
+            fit_within(image, self.max_px, keep_alpha=True).save(buffer, format="WEBP", quality=60, method=0)
         return buffer.getvalue()
