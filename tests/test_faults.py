@@ -179,7 +179,12 @@ def not_an_image(width: int, height: int, seed: int, output_format: str) -> byte
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
-@pytest.mark.parametrize("output", ["url", "base64"])
+@pytest.mark.parametrize(
+    ("output", "link"),
+    # A slow link: each image is decoded while it downloads (the decode waits for bytes that come late).
+    [("url", None), ("url", 20_000.0), ("base64", None)],
+    ids=["url", "url-slow-link", "base64"],
+)
 async def test_runware_faults_are_structured_errors(
     world: Callable[..., Any],
     caplog: pytest.LogCaptureFixture,
@@ -187,8 +192,10 @@ async def test_runware_faults_are_structured_errors(
     fault: dict[str, Any],
     code: str,
     output: str,
+    link: float | None,
 ) -> None:
     async with world(IMAGEGEN_FALLBACK="strict", RUNWARE_OUTPUT=output) as served:
+        served.runware.download_bytes_per_s = link
         for name, value in fault.items():
             setattr(served.runware, name, value)
         result = await served.call(

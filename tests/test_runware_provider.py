@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,6 +326,51 @@ async def test_a_cancelled_generation_abandons_its_task_and_leaves_the_connectio
         # by closing its TCP connection, and the pool opened another.
         assert runware.abandoned() == [cancelled]
         assert runware.http_connections == 2
+
+
+# -- downloads ----------------------------------------------------------------------------------------
+
+
+def decoding_threads() -> list[str]:
+    """Threads now inside a decode of arriving bytes."""
+    return [
+        str(thread_id)
+        for thread_id, frame in sys._current_frames().items()
+        if any(entry.name == "decode_arriving" for entry in traceback.extract_stack(frame))
+    ]
+
+
+async def test_an_image_on_a_slow_link_is_decoded_while_it_downloads(
+    make_provider: Callable[..., RunwareProvider], runware: FakeRunwareAPI
+) -> None:
+    provider = make_provider(RUNWARE_OUTPUT="url")
+    runware.download_bytes_per_s = 2_000_000.0  # a 512x512 photo-like PNG comes in about 0.3 s
+    (image,) = (await generate(provider, job(width=512, height=512))).images
+
+    # The pixels stand for the server's decode: they are exactly those of the bytes that arrived.
+    assert image.decoded is not None
+    with Image.open(io.BytesIO(image.data)) as stored:
+        stored.load()
+        assert (image.decoded.size, image.decoded.mode) == (stored.size, stored.mode) == ((512, 512), "RGB")
+        assert image.decoded.tobytes() == stored.tobytes()
+    assert decoding_threads() == []
+
+
+async def test_a_generation_cancelled_while_its_image_downloads_stops_the_decode(
+    make_provider: Callable[..., RunwareProvider], runware: FakeRunwareAPI
+) -> None:
+    provider = make_provider(RUNWARE_OUTPUT="url")
+    runware.download_bytes_per_s = 50_000.0  # a 256x256 photo-like PNG (~140 KB) would take about 3 s
+    with anyio.move_on_after(4) as overall:
+        async with anyio.create_task_group() as group:
+            group.start_soon(generate, provider, job(width=256, height=256))
+            await eventually(lambda: runware.downloads_in_flight == 1 and decoding_threads() != [])
+            group.cancel_scope.cancel()
+    assert not overall.cancelled_caught  # the cancellation did not wait for the download or the decode
+    await eventually(lambda: decoding_threads() == [])
+
+    runware.download_bytes_per_s = None
+    assert len((await generate(provider)).images) == 1
 
 
 # -- errors -------------------------------------------------------------------------------------------

@@ -399,6 +399,9 @@ class FakeRunwareAPI:
     image_source: ImageSource | None = None
     #: Seconds each image download takes (to show downloads running in parallel).
     download_delay_s: float = 0.0
+    #: Send each image at this many bytes per second, in parts of up to 64 KiB each sent when the link would
+    #: have carried it, as a real network link does (None: all at once).
+    download_bytes_per_s: float | None = None
     #: Answer every image download with this HTTP status instead (e.g. 404, a link that expired).
     download_status: int | None = None
 
@@ -683,9 +686,26 @@ class FakeRunwareAPI:
         self.max_downloads_in_flight = max(self.max_downloads_in_flight, self.downloads_in_flight)
         try:
             await asyncio.sleep(self.download_delay_s)
-            return web.Response(body=media.data, content_type=media.media_type)
+            if self.download_bytes_per_s is None:
+                return web.Response(body=media.data, content_type=media.media_type)
+            return await self._paced(request, media, self.download_bytes_per_s)
         finally:
             self.downloads_in_flight -= 1
+
+    @staticmethod
+    async def _paced(request: web.Request, media: _Media, bytes_per_s: float) -> web.StreamResponse:
+        part = 64 * 1024
+        response = web.StreamResponse(headers={"Content-Type": media.media_type})
+        response.content_length = len(media.data)
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for offset in range(0, len(media.data), part):
+            chunk = media.data[offset : offset + part]
+            await asyncio.sleep(max(0.0, started + (offset + len(chunk)) / bytes_per_s - loop.time()))
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     def _media_url(self, media_uuid: str) -> str:
         extension = self._media[media_uuid].media_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")

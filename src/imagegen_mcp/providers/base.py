@@ -13,6 +13,7 @@ on the first :meth:`ImageProvider.generate` and is undone by :meth:`ImageProvide
 from __future__ import annotations
 
 import binascii
+import contextlib
 import functools
 import importlib.util
 from abc import ABC, abstractmethod
@@ -27,11 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from imagegen_mcp.config import Settings
 from imagegen_mcp.errors import ConfigError, ModelRetiredError, ProviderError
+from imagegen_mcp.images import ArrivingBytes, UnusableImageError, decode_arriving
 from imagegen_mcp.inputs import InputImage
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
-from imagegen_mcp.storage import URI_PREFIX
+from imagegen_mcp.storage import MAX_OUTPUT_PIXELS, URI_PREFIX
 
 MODEL_KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 #: The largest seed any provider takes (a signed 32-bit integer, what the vendors accept).
@@ -279,8 +281,9 @@ class GeneratedImage:
     mime_type: str
     #: The seed this image was actually made with.
     seed: int
-    #: The same image as pixels, when the provider made it in this process (a local pipeline): the server then
-    #: need not decode ``data`` again to check it and make the preview. Never set for a vendor's bytes.
+    #: The same image as pixels, when the provider made it in this process (a local pipeline) or decoded exactly
+    #: ``data`` with the server's own checks while it arrived (:func:`decoded_while_arriving`): the server then
+    #: need not decode ``data`` again to check it and make the preview.
     decoded: PILImage | None = None
 
 
@@ -305,6 +308,54 @@ async def decode_base64_images(provider: str, payloads: Sequence[tuple[str, str,
         return images
 
     return await anyio.to_thread.run_sync(decode)
+
+
+#: How long a download goes on before its image is decoded while the rest arrives. Bytes that come at once
+#: (loopback, a fast link, a small image) are decoded in one go afterwards, which costs less: a decode fed part
+#: by part takes turns at the interpreter with the event loop that receives the parts.
+DECODE_WHILE_ARRIVING_AFTER_S = 0.005
+
+
+async def decoded_while_arriving(
+    receive: Callable[[ArrivingBytes], Awaitable[None]], decoders: anyio.CapacityLimiter
+) -> tuple[bytes, PILImage | None]:
+    """The bytes that ``receive`` feeds (a download, part by part), and their image when the download takes long
+    enough to hide its decode (:data:`DECODE_WHILE_ARRIVING_AFTER_S`): decoded in a worker thread while the bytes
+    arrive, with the checks the server makes of every image (:data:`MAX_OUTPUT_PIXELS`, a complete decode), so
+    that on a real network the image is decoded about when its last byte comes. The image is None otherwise, or
+    when the bytes are not a usable one: the server's check then decodes them and says what is wrong. What
+    ``receive`` raises is raised as it is, once the decode has stopped.
+
+    ``decoders`` bounds the decodes at once (about one per core); a download waiting for a decoder keeps
+    receiving, and its decode then reads what has come at full speed."""
+    arriving = ArrivingBytes()
+    decoded: list[PILImage] = []
+    failure: list[BaseException] = []
+    decoding = False
+
+    async def decode() -> None:
+        nonlocal decoding
+        await anyio.sleep(DECODE_WHILE_ARRIVING_AFTER_S)
+        decoding = True
+        with contextlib.suppress(UnusableImageError, OSError):
+            decoded.append(
+                (await anyio.to_thread.run_sync(decode_arriving, arriving, MAX_OUTPUT_PIXELS, limiter=decoders)).image
+            )
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(decode)
+        try:
+            await receive(arriving)
+        except BaseException as exc:  # cancellation too: the decode must not wait for bytes that will not come
+            arriving.abort()
+            failure.append(exc)
+        else:
+            arriving.end()
+        if not decoding:
+            group.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    return arriving.getvalue(), (decoded[0] if decoded else None)
 
 
 @dataclass(frozen=True)

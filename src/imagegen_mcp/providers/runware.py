@@ -40,6 +40,7 @@ import functools
 import importlib.metadata
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -80,13 +81,16 @@ from imagegen_mcp.providers.base import (
     Requirement,
     VendorModel,
     decode_base64_images,
+    decoded_while_arriving,
 )
 
 if TYPE_CHECKING:
     import aiohttp
+    from PIL.Image import Image as PILImage
     from runware import Runware, RunwareError
     from websockets.asyncio.client import ClientConnection
 
+    from imagegen_mcp.images import ArrivingBytes
     from imagegen_mcp.inputs import InputImage
 
 logger = logging.getLogger(__name__)
@@ -336,6 +340,8 @@ class _Client:
         self._user_agent = f"{USER_AGENT} runware-python/{SDK_VERSION}"
         self.refused_status: int | None = None
         self.http = aiohttp.ClientSession()
+        #: The downloads decoded at once (see :func:`decoded_while_arriving`).
+        self.decoders = anyio.CapacityLimiter(os.cpu_count() or 1)
         self.sdk = Runware(
             api_key=api_key,  # never empty (the SDK would read RUNWARE_API_KEY from the environment itself)
             transport=config.transport,
@@ -567,7 +573,8 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
         if "imageBase64Data" in item:
             (image,) = await decode_base64_images(self.info.name, [(str(item["imageBase64Data"]), "image/png", seed)])
         else:
-            image = GeneratedImage(await self._download(client, str(item["imageURL"])), "image/png", seed)
+            data, decoded = await self._download(client, str(item["imageURL"]))
+            image = GeneratedImage(data, "image/png", seed, decoded)
         cost = item.get("cost")
         return _Answer(image, float(cost) if isinstance(cost, int | float) else None, note)
 
@@ -601,7 +608,8 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
             raise ProviderError("Runware stored the input image but answered without its UUID.", retryable=True)
         return uuid_
 
-    async def _download(self, client: _Client, url: str) -> bytes:
+    async def _download(self, client: _Client, url: str) -> tuple[bytes, PILImage | None]:
+        """The image behind ``url``, and its pixels, decoded while it downloads."""
         import aiohttp
 
         fix = [
@@ -622,7 +630,9 @@ class RunwareProvider(ImageProvider[RunwareModelConfig]):
                         retryable=True,
                         remediation=fix,
                     )
-                return await _read_capped(response, MAX_IMAGE_BYTES)
+                return await decoded_while_arriving(
+                    functools.partial(_read_capped, response, MAX_IMAGE_BYTES), client.decoders
+                )
         except aiohttp.ClientError as exc:
             raise ProviderError(
                 f"Could not fetch the image from {url}: {str(exc) or type(exc).__name__}.",
@@ -818,16 +828,16 @@ async def all_of(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     return [results[index] for index in range(len(calls))]
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _read_capped(response: aiohttp.ClientResponse, limit: int, into: ArrivingBytes) -> None:
+    """The response's body into ``into``, 256 KiB at a time as it arrives (parts small enough for the decode to
+    follow the download, few enough that handing them over costs little)."""
     if (response.content_length or 0) > limit:
         raise ProviderError(f"Runware's image is larger than {limit} bytes.", remediation=["Ask for a smaller image"])
-    chunks = []
     size = 0
-    async for chunk in response.content.iter_chunked(2**20):
-        size += len(chunk)
+    async for part in response.content.iter_chunked(256 * 1024):
+        size += len(part)
         if size > limit:
             raise ProviderError(
                 f"Runware's image is larger than {limit} bytes.", remediation=["Ask for a smaller image"]
             )
-        chunks.append(chunk)
-    return b"".join(chunks)
+        into.feed(part)

@@ -1,0 +1,105 @@
+"""Bytes decoded while they arrive: reads wait for what has not come, the decode equals that of the whole
+bytes, and truncated, aborted or oversized images are refused as the full decode refuses them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from imagegen_mcp.images import ArrivingBytes, DecodedImage, UnusableImageError, decode_arriving, decode_image
+from imagegen_mcp.testing import photo_like_png
+from tests.images import bomb_png
+
+PHOTO = photo_like_png(320, 200, 3)
+
+
+class Reader(threading.Thread):
+    """Runs ``work`` in its own thread, keeping what it returned or raised."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.result = self.work()
+        except BaseException as exc:
+            self.error = exc
+
+    def finished(self, timeout: float = 5.0) -> bool:
+        self.join(timeout)
+        return not self.is_alive()
+
+
+def test_a_read_waits_for_the_bytes_it_asks_for() -> None:
+    arriving = ArrivingBytes()
+    arriving.feed(b"abc")
+    reader = Reader(lambda: arriving.read(5))
+    reader.join(0.2)
+    assert reader.is_alive()  # three of the five bytes have come: it still waits
+    arriving.feed(b"defg")
+    assert reader.finished() and reader.result == b"abcde"
+    reader = Reader(lambda: arriving.read(10))
+    reader.join(0.2)
+    assert reader.is_alive()  # two bytes are there, but more may come: a short read would look like the end
+    arriving.end()
+    assert reader.finished() and reader.result == b"fg"
+    assert arriving.read(1) == b""
+    assert (arriving.seek(-3, 2), arriving.read()) == (4, b"efg")
+    assert arriving.getvalue() == b"abcdefg"
+
+
+def test_bytes_decoded_as_they_arrive_are_the_image_of_the_whole_bytes() -> None:
+    arriving = ArrivingBytes()
+    reader = Reader(lambda: decode_arriving(arriving, 10**7))
+    for offset in range(0, len(PHOTO), 7919):  # parts that cut chunks and rows anywhere
+        arriving.feed(PHOTO[offset : offset + 7919])
+    arriving.end()
+    assert reader.finished() and reader.error is None
+    assert isinstance(reader.result, DecodedImage)
+    whole = decode_image(PHOTO, 10**7)
+    assert (reader.result.mime_type, reader.result.image.size) == ("image/png", (320, 200))
+    assert reader.result.image.tobytes() == whole.image.tobytes()
+    assert arriving.getvalue() == PHOTO
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [(PHOTO[: len(PHOTO) // 2], "damaged"), (b"GIF89a" + bytes(100), "format")],
+    ids=["truncated", "not PNG, JPEG or WebP"],
+)
+def test_what_the_full_decode_refuses_is_refused_once_the_bytes_end(data: bytes, kind: str) -> None:
+    arriving = ArrivingBytes()
+    reader = Reader(lambda: decode_arriving(arriving, 10**7))
+    arriving.feed(data)
+    arriving.end()
+    assert reader.finished()
+    assert isinstance(reader.error, UnusableImageError) and reader.error.kind == kind
+    with pytest.raises(UnusableImageError) as whole:
+        decode_image(data, 10**7)
+    assert whole.value.kind == kind
+
+
+def test_too_many_pixels_are_refused_from_the_header_without_waiting_for_the_rest() -> None:
+    arriving = ArrivingBytes()
+    reader = Reader(lambda: decode_arriving(arriving, 10**7))
+    arriving.feed(bomb_png(40000, 40000))  # the rest never comes, and the stream is never ended
+    assert reader.finished()
+    assert isinstance(reader.error, UnusableImageError) and reader.error.kind == "pixels"
+    arriving.abort()
+
+
+def test_an_abort_ends_the_wait_of_a_decode() -> None:
+    arriving = ArrivingBytes()
+    reader = Reader(lambda: decode_arriving(arriving, 10**7))
+    arriving.feed(PHOTO[:5000])
+    reader.join(0.2)
+    assert reader.is_alive()
+    arriving.abort()
+    assert reader.finished()
+    assert isinstance(reader.error, UnusableImageError) and reader.error.kind == "damaged"
