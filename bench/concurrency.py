@@ -67,6 +67,8 @@ class Samples:
     #: The limit the cores allowed for the server's per-image work in the same round (images/s).
     limits: list[float] = field(default_factory=list)
     usage: Usage = field(default_factory=lambda: Usage(0, 0, 0))
+    #: CPU seconds of each 256x256 burst by process (``server``, ``server main thread``, ``fake``, ``client``).
+    burst_cpu: dict[str, list[float]] = field(default_factory=dict)
 
     def ratios_256(self) -> list[float]:
         return [burst / one for one, burst in zip(self.one_256, self.burst_256, strict=True)]
@@ -118,6 +120,54 @@ async def burst(call: Call, calls: int, size: int) -> float:
     return time.perf_counter() - started
 
 
+def child_pids(marker: bytes = b"") -> set[int]:
+    """The processes this one started whose command line holds ``marker`` (Linux: read from /proc; elsewhere
+    none, and no CPU table is printed)."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == os.getpid() and marker in command:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
+    """User and system CPU time of a process (or of its main thread) so far."""
+    path = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Where the CPU of a burst goes: the server of a variant, the fake, and this process (the MCP client)."""
+
+    server: int
+    fake: int
+
+    def cpu(self) -> dict[str, float]:
+        return {
+            "server": cpu_seconds(self.server),
+            "server main thread": cpu_seconds(self.server, main_thread=True),
+            "fake": cpu_seconds(self.fake),
+            "client": time.process_time(),
+        }
+
+
+async def accounted_burst(call: Call, calls: int, processes: Processes | None, into: Samples) -> float:
+    """A 256x256 burst, with the CPU each process spent on it added to ``into``."""
+    before = processes.cpu() if processes else {}
+    seconds = await burst(call, calls, 256)
+    if processes:
+        for name, value in processes.cpu().items():
+            into.burst_cpu.setdefault(name, []).append(value - before[name])
+    return seconds
+
+
 def per_image_work_ms(size: int, runs: int = 10) -> float:
     """The server's CPU work for one image (base64 decode, preview, write), measured alone."""
     png = photo_like_png(size, size, 0)
@@ -157,11 +207,16 @@ def spread(values: Sequence[float], digits: int = 2) -> str:
 async def measure(calls: int, rounds: int) -> dict[str, Samples]:
     samples = {name: Samples() for name in VARIANTS}
     with fake_runware(delay_s=DELAY_S) as fake:
+        fake_pid = next(iter(child_pids(b"spawn_main")), None)  # not multiprocessing's resource tracker
         async with AsyncExitStack() as stack:
             served: dict[str, Call] = {}
             alone: dict[str, Call] = {}
+            processes: dict[str, Processes | None] = {}
             for name, settings in VARIANTS.items():
+                started = child_pids()
                 served[name] = through_server(await stack.enter_async_context(Client(server(fake, settings))))
+                server_pid = next(iter(child_pids() - started), None)
+                processes[name] = Processes(server_pid, fake_pid) if server_pid and fake_pid else None
                 provider = RunwareProvider(Settings.load(environ(fake, settings)))
                 stack.push_async_callback(provider.aclose)
                 alone[name] = provider_alone(provider)
@@ -175,7 +230,7 @@ async def measure(calls: int, rounds: int) -> dict[str, Samples]:
                     measured = samples[name]
                     measured.limits.append(limit)
                     measured.one_256.append(await burst(call, 1, 256))
-                    measured.burst_256.append(await burst(call, calls, 256))
+                    measured.burst_256.append(await accounted_burst(call, calls, processes[name], measured))
                     measured.burst_1024.append(await burst(call, calls, 1024))
                     measured.alone_256.append(await burst(alone[name], calls, 256))
                     measured.alone_1024.append(await burst(alone[name], calls, 1024))
@@ -188,6 +243,21 @@ async def measure(calls: int, rounds: int) -> dict[str, Samples]:
                     )
                     before = after
     return samples
+
+
+def cpu_row(measured: Samples, calls: int, cores: int) -> list[object]:
+    """The CPU of a variant's bursts, and the shortest burst that CPU allows on ``cores`` cores."""
+    cpu = {name: statistics.median(values) * 1000 for name, values in measured.burst_cpu.items()}
+    floor = DELAY_S * 1000 + (cpu["server"] + cpu["fake"] + cpu["client"]) / cores
+    one = median_ms(measured.one_256)
+    return [
+        cpu["server"] / calls,
+        cpu["server main thread"] / calls,
+        f"{cpu['fake']:.0f}, {cpu['client']:.0f}",
+        floor,
+        f"{floor / one:.2f}",
+        spread(measured.ratios_256()),
+    ]
 
 
 async def main(calls: int, rounds: int) -> None:
@@ -226,7 +296,8 @@ async def main(calls: int, rounds: int) -> None:
     print()
     print(
         table(
-            "The transport alone: the provider in this process, no server and no storage (same fake, same rounds)",
+            "The provider alone, in this process: no server and no storage (same fake, same rounds; a download "
+            "that takes over 5 ms is decoded while it arrives, so the URL rows include decoding)",
             ["variant", f"{calls} x 256² ms", f"{calls} x 1024² ms", "1024² images/s"],
             [
                 [
@@ -239,6 +310,25 @@ async def main(calls: int, rounds: int) -> None:
             ],
         )
     )
+    cpu_rows = [[name, *cpu_row(measured, calls, cores)] for name, measured in samples.items() if measured.burst_cpu]
+    if cpu_rows:
+        print()
+        print(
+            table(
+                f"Where the CPU of a {calls} x 256² burst goes (median of the rounds; the floor: the fake's "
+                f"{DELAY_S * 1000:.0f} ms, then all of it spread over the {cores} cores)",
+                [
+                    "variant",
+                    "server CPU ms per call",
+                    "of which its event loop",
+                    "fake, client ms per burst",
+                    "floor ms",
+                    "floor / 1 call",
+                    "measured / 1 call",
+                ],
+                cpu_rows,
+            )
+        )
     limits = next(iter(samples.values())).limits
     print(
         f"\nThe limit the {cores} cores allow for the server's own work on a 1024x1024 image (decode, preview, "

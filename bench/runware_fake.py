@@ -48,8 +48,8 @@ class FakeRunware:
         return usage
 
 
-def _run(delay_s: float, pipe: Connection) -> None:
-    server = FakeRunwareAPI(delay_s=delay_s, image_source=_photo)
+def _run(delay_s: float, download_bytes_per_s: float | None, pipe: Connection) -> None:
+    server = FakeRunwareAPI(delay_s=delay_s, image_source=_photo, download_bytes_per_s=download_bytes_per_s)
     server.start()
     pipe.send((server.ws_url, server.http_url))
     while pipe.recv() == "usage":
@@ -59,11 +59,14 @@ def _run(delay_s: float, pipe: Connection) -> None:
 
 
 @contextmanager
-def fake_runware(delay_s: float) -> Iterator[FakeRunware]:
+def fake_runware(delay_s: float, download_bytes_per_s: float | None = None) -> Iterator[FakeRunware]:
     """The API in a process of its own, accepting :data:`API_KEY`; images are photo-like PNGs (about 2.2 MB at
-    1024x1024), so transport costs are those of real results."""
+    1024x1024), so transport costs are those of real results. ``download_bytes_per_s``: images are sent at that
+    rate, as over a real network link (None: as fast as loopback goes)."""
     ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(target=_run, args=(delay_s, theirs), daemon=True)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_run, args=(delay_s, download_bytes_per_s, theirs), daemon=True
+    )
     process.start()
     try:
         ws_url, http_url = ours.recv()
