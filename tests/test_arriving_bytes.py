@@ -4,11 +4,13 @@ bytes, and truncated, aborted or oversized images are refused as the full decode
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+import anyio
 import pytest
 
 from imagegen_mcp.images import ArrivingBytes, DecodedImage, UnusableImageError, decode_arriving, decode_image
+from imagegen_mcp.providers.base import decoded_while_arriving
 from imagegen_mcp.testing import photo_like_png
 from tests.images import bomb_png
 
@@ -103,3 +105,47 @@ def test_an_abort_ends_the_wait_of_a_decode() -> None:
     arriving.abort()
     assert reader.finished()
     assert isinstance(reader.error, UnusableImageError) and reader.error.kind == "damaged"
+
+
+# -- a download decoded while it arrives ------------------------------------------------------------------
+
+
+def slow_download(data: bytes) -> Callable[[ArrivingBytes], Awaitable[None]]:
+    """Bytes that come in two parts, the second well after the decode would start."""
+
+    async def receive(arriving: ArrivingBytes) -> None:
+        arriving.feed(data[:1000])
+        await anyio.sleep(0.1)
+        arriving.feed(data[1000:])
+
+    return receive
+
+
+@pytest.mark.anyio
+async def test_a_slow_download_comes_with_its_pixels() -> None:
+    with anyio.fail_after(5):
+        data, image = await decoded_while_arriving(slow_download(PHOTO), anyio.CapacityLimiter(1))
+    assert data == PHOTO
+    assert image is not None and image.tobytes() == decode_image(PHOTO, 10**7).image.tobytes()
+
+
+@pytest.mark.anyio
+async def test_a_download_over_while_every_decoder_is_busy_is_left_to_the_check() -> None:
+    decoders = anyio.CapacityLimiter(1)
+    with anyio.fail_after(5):
+        async with decoders:  # the one decoder is busy (another download that stalls, say)
+            data, image = await decoded_while_arriving(slow_download(PHOTO), decoders)
+    assert (data, image) == (PHOTO, None)
+
+
+@pytest.mark.anyio
+async def test_a_failed_download_raises_its_own_error_and_stops_the_decode() -> None:
+    async def receive(arriving: ArrivingBytes) -> None:
+        arriving.feed(PHOTO[:1000])
+        await anyio.sleep(0.1)
+        raise ConnectionResetError("the image host went away")
+
+    decoders = anyio.CapacityLimiter(1)
+    with anyio.fail_after(5), pytest.raises(ConnectionResetError, match="went away"):
+        await decoded_while_arriving(receive, decoders)
+    assert decoders.borrowed_tokens == 0

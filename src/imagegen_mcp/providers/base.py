@@ -327,7 +327,8 @@ async def decoded_while_arriving(
     ``receive`` raises is raised as it is, once the decode has stopped.
 
     ``decoders`` bounds the decodes at once (about one per core); a download waiting for a decoder keeps
-    receiving, and its decode then reads what has come at full speed."""
+    receiving, and its decode then reads what has come at full speed, or, once the download is over, the
+    server's check decodes it."""
     arriving = ArrivingBytes()
     decoded: list[PILImage] = []
     failure: list[BaseException] = []
@@ -336,11 +337,10 @@ async def decoded_while_arriving(
     async def decode() -> None:
         nonlocal decoding
         await anyio.sleep(DECODE_WHILE_ARRIVING_AFTER_S)
-        decoding = True
-        with contextlib.suppress(UnusableImageError, OSError):
-            decoded.append(
-                (await anyio.to_thread.run_sync(decode_arriving, arriving, MAX_OUTPUT_PIXELS, limiter=decoders)).image
-            )
+        async with decoders:  # a download over before a decoder is free is decoded afterwards, not waited on
+            decoding = True
+            with contextlib.suppress(UnusableImageError, OSError):
+                decoded.append((await anyio.to_thread.run_sync(decode_arriving, arriving, MAX_OUTPUT_PIXELS)).image)
 
     async with anyio.create_task_group() as group:
         group.start_soon(decode)
